@@ -1,0 +1,115 @@
+-- coverage() and assert_coverage(): which tenant tables are protected, from any client.
+-- Set-based over the catalogs so that it stays fast on databases with thousands of tables.
+
+CREATE FUNCTION tenantguard.coverage()
+RETURNS TABLE (
+    schema_name    name,
+    table_name     name,
+    tenant_column  name,
+    rls_enabled    boolean,
+    rls_forced     boolean,
+    select_policy  boolean,
+    insert_policy  boolean,
+    update_policy  boolean,
+    delete_policy  boolean,
+    tenant_index   boolean,
+    missing        text[],
+    status         text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+WITH setting AS (
+    SELECT COALESCE(NULLIF(current_setting('tenantguard.tenant_column', true), ''),
+                    'tenant_id')::name AS col
+),
+candidates AS (
+    SELECT c.oid, n.nspname, c.relname, c.relrowsecurity, c.relforcerowsecurity,
+           COALESCE(r.tenant_column, s.col) AS col, r.relid IS NOT NULL AS registered
+      FROM pg_class c
+      JOIN pg_namespace n ON n.oid = c.relnamespace
+      CROSS JOIN setting s
+      LEFT JOIN tenantguard.registry r ON r.relid = c.oid
+     WHERE c.relkind IN ('r', 'p')
+       AND c.relpersistence <> 't'
+       AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'tenantguard')
+       AND n.nspname NOT LIKE 'pg\_%'
+       AND (r.relid IS NOT NULL
+            OR EXISTS (SELECT 1 FROM pg_attribute a
+                        WHERE a.attrelid = c.oid AND a.attname = s.col
+                          AND a.attnum > 0 AND NOT a.attisdropped))
+       AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                        WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                          AND d.deptype = 'e')
+),
+checked AS (
+    SELECT k.*,
+           EXISTS (SELECT 1 FROM pg_attribute a
+                    WHERE a.attrelid = k.oid AND a.attname = k.col
+                      AND a.attnum > 0 AND NOT a.attisdropped) AS has_column,
+           EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = k.oid
+                      AND p.polname = 'tenantguard_tenant_select' AND p.polcmd = 'r'
+                      AND p.polpermissive) AS sel,
+           EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = k.oid
+                      AND p.polname = 'tenantguard_tenant_insert' AND p.polcmd = 'a'
+                      AND p.polpermissive) AS ins,
+           EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = k.oid
+                      AND p.polname = 'tenantguard_tenant_update' AND p.polcmd = 'w'
+                      AND p.polpermissive) AS upd,
+           EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = k.oid
+                      AND p.polname = 'tenantguard_tenant_delete' AND p.polcmd = 'd'
+                      AND p.polpermissive) AS del,
+           EXISTS (SELECT 1 FROM pg_index i
+                     JOIN pg_attribute a ON a.attrelid = k.oid AND a.attnum = i.indkey[0]
+                    WHERE i.indrelid = k.oid AND a.attname = k.col) AS idx
+      FROM candidates k
+),
+judged AS (
+    SELECT c.*,
+           array_remove(ARRAY[
+               CASE WHEN NOT c.registered THEN 'not_registered' END,
+               CASE WHEN NOT c.has_column THEN 'no_tenant_column' END,
+               CASE WHEN NOT c.relrowsecurity THEN 'rls_disabled' END,
+               CASE WHEN NOT c.relforcerowsecurity THEN 'rls_not_forced' END,
+               CASE WHEN NOT c.sel THEN 'no_select_policy' END,
+               CASE WHEN NOT c.ins THEN 'no_insert_policy' END,
+               CASE WHEN NOT c.upd THEN 'no_update_policy' END,
+               CASE WHEN NOT c.del THEN 'no_delete_policy' END
+           ], NULL) AS missing
+      FROM checked c
+)
+SELECT j.nspname, j.relname, j.col, j.relrowsecurity, j.relforcerowsecurity,
+       j.sel, j.ins, j.upd, j.del, j.idx, j.missing,
+       CASE WHEN cardinality(j.missing) = 0 THEN 'protected'
+            WHEN NOT (j.registered OR j.relrowsecurity OR j.sel OR j.ins OR j.upd OR j.del)
+                 THEN 'unprotected'
+            ELSE 'partial' END
+  FROM judged j
+ ORDER BY j.nspname, j.relname
+$$;
+COMMENT ON FUNCTION tenantguard.coverage() IS
+  'One row per tenant table (a table with the tenant column, or a protected table): what protects it and what is missing.';
+
+CREATE FUNCTION tenantguard.assert_coverage() RETURNS void
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    bad text[];
+BEGIN
+    SELECT array_agg(format('%I.%I (%s: %s)', c.schema_name, c.table_name, c.status,
+                            array_to_string(c.missing, ', '))
+                     ORDER BY c.schema_name, c.table_name)
+      INTO bad
+      FROM tenantguard.coverage() c
+     WHERE c.status <> 'protected';
+    IF bad IS NOT NULL THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'object_not_in_prerequisite_state',
+            MESSAGE = format('%s tenant table(s) not fully protected: %s',
+                             cardinality(bad), array_to_string(bad, '; ')),
+            HINT = 'Call tenantguard.protect() on each table listed.';
+    END IF;
+END;
+$$;
+COMMENT ON FUNCTION tenantguard.assert_coverage() IS
+  'Raise an error listing every tenant table that is not fully protected; for the end of migrations and CI.';

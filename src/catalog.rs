@@ -1,0 +1,214 @@
+//! Catalog lookups shared by protect/unprotect: what a relation is, who owns it, its tenant column.
+
+use crate::errors::{raise, spi};
+use pgrx::prelude::*;
+
+/// What protect() needs to know about a relation.
+#[derive(Debug, Clone)]
+pub struct RelInfo {
+    pub oid: pg_sys::Oid,
+    pub schema: String,
+    pub name: String,
+    pub relkind: String,
+    pub persistence: String,
+    pub rls_enabled: bool,
+    pub rls_forced: bool,
+    pub is_owner: bool,
+    pub owner: String,
+    pub is_system: bool,
+}
+
+impl RelInfo {
+    pub fn load(oid: pg_sys::Oid) -> RelInfo {
+        let found = spi(Spi::connect(|client| {
+            let rows = client.select(
+                "SELECT n.nspname::text, c.relname::text, c.relkind::text, c.relpersistence::text,
+                        c.relrowsecurity, c.relforcerowsecurity,
+                        pg_catalog.pg_has_role(c.relowner, 'USAGE'),
+                        pg_catalog.pg_get_userbyid(c.relowner)::text,
+                        (c.oid < 16384 OR n.nspname IN ('pg_catalog', 'information_schema')
+                         OR n.nspname LIKE 'pg\\_toast%')
+                   FROM pg_catalog.pg_class c
+                   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                  WHERE c.oid = $1",
+                None,
+                &[oid.into()],
+            )?;
+            let mut out = None;
+            for row in rows {
+                out = Some(RelInfo {
+                    oid,
+                    schema: row.get::<String>(1)?.unwrap_or_default(),
+                    name: row.get::<String>(2)?.unwrap_or_default(),
+                    relkind: row.get::<String>(3)?.unwrap_or_default(),
+                    persistence: row.get::<String>(4)?.unwrap_or_default(),
+                    rls_enabled: row.get::<bool>(5)?.unwrap_or(false),
+                    rls_forced: row.get::<bool>(6)?.unwrap_or(false),
+                    is_owner: row.get::<bool>(7)?.unwrap_or(false),
+                    owner: row.get::<String>(8)?.unwrap_or_default(),
+                    is_system: row.get::<bool>(9)?.unwrap_or(false),
+                });
+            }
+            Ok::<_, pgrx::spi::Error>(out)
+        }));
+        match found {
+            Some(info) => info,
+            None => raise(
+                PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
+                format!("relation with OID {} does not exist", oid.to_u32()),
+                "Pass the table by name, for example tenantguard.protect('public.products').",
+            ),
+        }
+    }
+
+    /// The schema-qualified, quoted name, safe to put into SQL.
+    pub fn qualified(&self) -> String {
+        pgrx::spi::quote_qualified_identifier(&self.schema, &self.name)
+    }
+
+    /// The qualified name for messages.
+    pub fn display(&self) -> String {
+        format!("{}.{}", self.schema, self.name)
+    }
+
+    pub fn is_partitioned(&self) -> bool {
+        self.relkind == "p"
+    }
+
+    /// Refuse what cannot carry tenant isolation, and callers who may not change it.
+    pub fn check_protectable(&self, verb: &str) {
+        let what = match self.relkind.as_str() {
+            "r" | "p" => None,
+            "v" => Some("a view"),
+            "m" => Some("a materialized view"),
+            "f" => Some("a foreign table"),
+            "S" => Some("a sequence"),
+            "i" | "I" => Some("an index"),
+            "c" => Some("a composite type"),
+            "t" => Some("a TOAST table"),
+            _ => Some("not a table"),
+        };
+        if let Some(what) = what {
+            raise(
+                PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+                format!("cannot {verb} \"{}\": it is {what}", self.display()),
+                "tenantguard protects ordinary and partitioned tables. Protect the tables a view \
+                 reads, and create the view WITH (security_invoker = true).",
+            );
+        }
+        if self.is_system {
+            raise(
+                PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+                format!("cannot {verb} \"{}\": it is a system catalog", self.display()),
+                "tenantguard protects user tables only.",
+            );
+        }
+        if self.schema == "tenantguard" {
+            raise(
+                PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
+                format!("cannot {verb} \"{}\": it belongs to tenantguard", self.display()),
+                "tenantguard's own tables carry their own policies.",
+            );
+        }
+        if self.persistence == "t" {
+            raise(
+                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
+                format!("cannot {verb} \"{}\": it is a temporary table", self.display()),
+                "A temporary table is private to its session; protect the permanent table the data comes from.",
+            );
+        }
+        if !self.is_owner {
+            raise(
+                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+                format!("must be owner of table \"{}\" to {verb} it", self.display()),
+                format!(
+                    "Run it as the table's owner \"{}\", a member of that role, or a superuser.",
+                    self.owner
+                ),
+            );
+        }
+    }
+
+    /// Every partition below a partitioned table, parents before children.
+    pub fn partitions(&self) -> Vec<RelInfo> {
+        if !self.is_partitioned() {
+            return Vec::new();
+        }
+        let oids: Vec<pg_sys::Oid> = spi(Spi::connect(|client| {
+            let rows = client.select(
+                "SELECT relid::oid FROM pg_catalog.pg_partition_tree($1) WHERE relid::oid <> $1 ORDER BY level, relid::oid",
+                None,
+                &[self.oid.into()],
+            )?;
+            rows.map(|r| r.get::<pg_sys::Oid>(1).map(|o| o.unwrap_or(pg_sys::InvalidOid)))
+                .collect::<Result<Vec<_>, _>>()
+        }));
+        oids.into_iter().map(RelInfo::load).collect()
+    }
+}
+
+/// The tenant column of a table.
+#[derive(Debug, Clone)]
+pub struct TenantColumn {
+    pub name: String,
+    /// Base type name: uuid, text, varchar, int8, int4 or int2.
+    pub base_type: String,
+    /// Whether the column is NOT NULL (lint reports a nullable tenant column).
+    #[allow(dead_code)]
+    pub not_null: bool,
+}
+
+pub const SUPPORTED_TYPES: &str = "uuid, text, varchar, bigint, integer or smallint";
+
+impl TenantColumn {
+    pub fn load(rel: &RelInfo, column: &str) -> TenantColumn {
+        let found = spi(Spi::connect(|client| {
+            let rows = client.select(
+                "SELECT bt.typname::text, pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnotnull
+                   FROM pg_catalog.pg_attribute a
+                   JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+                   JOIN pg_catalog.pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+                  WHERE a.attrelid = $1 AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped",
+                None,
+                &[rel.oid.into(), column.into()],
+            )?;
+            let mut out = None;
+            for row in rows {
+                out = Some((
+                    row.get::<String>(1)?.unwrap_or_default(),
+                    row.get::<String>(2)?.unwrap_or_default(),
+                    row.get::<bool>(3)?.unwrap_or(false),
+                ));
+            }
+            Ok::<_, pgrx::spi::Error>(out)
+        }));
+        let Some((base_type, shown_type, not_null)) = found else {
+            raise(
+                PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
+                format!(
+                    "table \"{}\" has no tenant column \"{column}\"",
+                    rel.display()
+                ),
+                "Pass the tenant column with tenant_column => 'name', or add the column first.",
+            );
+        };
+        if !matches!(
+            base_type.as_str(),
+            "uuid" | "text" | "varchar" | "int8" | "int4" | "int2"
+        ) {
+            raise(
+                PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
+                format!(
+                    "tenant column \"{column}\" of table \"{}\" has unsupported type {shown_type}",
+                    rel.display()
+                ),
+                format!("The tenant column must be of type {SUPPORTED_TYPES}."),
+            );
+        }
+        TenantColumn {
+            name: column.to_string(),
+            base_type,
+            not_null,
+        }
+    }
+}

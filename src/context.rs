@@ -1,0 +1,79 @@
+//! The session's tenant: `set_tenant()` and `current_tenant()`.
+//!
+//! Both go through the setting named by `tenantguard.tenant_setting`, so applications that already
+//! `SET app.current_tenant_id` (or `SET LOCAL` it behind a transaction-mode pooler) keep working.
+
+use crate::errors::spi;
+use crate::gucs;
+use pgrx::prelude::*;
+use std::ffi::{CStr, CString};
+
+/// The tenant setting's value, or `None` when it is unset or empty.
+pub fn tenant_value() -> Option<String> {
+    let name = CString::new(gucs::tenant_setting()).expect("validated setting name has no NUL");
+    // SAFETY: GetConfigOption returns NULL or a pointer into GUC memory that stays valid until the
+    // next change of the setting; we copy it out at once.
+    let raw = unsafe { pg_sys::GetConfigOption(name.as_ptr(), true, false) };
+    if raw.is_null() {
+        return None;
+    }
+    let value = unsafe { CStr::from_ptr(raw) }.to_string_lossy().into_owned();
+    (!value.is_empty()).then_some(value)
+}
+
+#[pg_extern(stable, parallel_safe)]
+fn current_tenant() -> Option<String> {
+    tenant_value()
+}
+
+/// Sets the tenant for the transaction (`is_local`, the default) or the session. NULL or '' clears it.
+#[pg_extern(volatile, parallel_unsafe)]
+fn set_tenant(tenant: Option<&str>, is_local: default!(bool, true)) -> Option<String> {
+    let name = gucs::tenant_setting();
+    spi(Spi::get_one_with_args::<String>(
+        "SELECT pg_catalog.set_config($1, $2, $3)",
+        &[name.into(), tenant.unwrap_or("").into(), is_local.into()],
+    ));
+    tenant_value()
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    #[pg_test]
+    fn set_and_read_tenant() {
+        assert_eq!(Spi::get_one::<String>("SELECT tenantguard.current_tenant()").unwrap(), None);
+        Spi::run("SELECT tenantguard.set_tenant('acme')").unwrap();
+        assert_eq!(
+            Spi::get_one::<String>("SELECT current_setting('app.current_tenant_id')").unwrap(),
+            Some("acme".into())
+        );
+        assert_eq!(
+            Spi::get_one::<String>("SELECT tenantguard.current_tenant()").unwrap(),
+            Some("acme".into())
+        );
+        Spi::run("SELECT tenantguard.set_tenant('')").unwrap();
+        assert_eq!(Spi::get_one::<String>("SELECT tenantguard.current_tenant()").unwrap(), None);
+        Spi::run("SET app.current_tenant_id = 'globex'").unwrap();
+        assert_eq!(
+            Spi::get_one::<String>("SELECT tenantguard.current_tenant()").unwrap(),
+            Some("globex".into())
+        );
+    }
+
+    #[pg_test]
+    fn tenant_setting_name_follows_the_guc() {
+        Spi::run("SET tenantguard.tenant_setting = 'myapp.org'").unwrap();
+        Spi::run("SELECT tenantguard.set_tenant('o1')").unwrap();
+        assert_eq!(
+            Spi::get_one::<String>("SELECT current_setting('myapp.org')").unwrap(),
+            Some("o1".into())
+        );
+        assert_eq!(
+            Spi::get_one::<String>("SELECT tenantguard.current_tenant()").unwrap(),
+            Some("o1".into())
+        );
+    }
+}

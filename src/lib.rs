@@ -1,0 +1,35 @@
+//! tenantguard: multi-tenant row-level security for PostgreSQL.
+//!
+//! `protect()` turns a table into a tenant-isolated one, `coverage()` says which tables are, and
+//! the modules below hold one capability each.
+
+use pgrx::prelude::*;
+
+mod catalog;
+mod context;
+mod errors;
+mod gucs;
+mod protect;
+
+::pgrx::pg_module_magic!(name, version);
+
+extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
+extension_sql_file!(
+    "../sql/coverage.sql",
+    name = "coverage",
+    requires = ["bootstrap"]
+);
+
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    gucs::init();
+}
+
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec![]
+    }
+}
