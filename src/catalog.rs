@@ -22,7 +22,8 @@ impl RelInfo {
     pub fn load(oid: pg_sys::Oid) -> RelInfo {
         let found = spi(Spi::connect(|client| {
             let rows = client.select(
-                "SELECT n.nspname::text, c.relname::text, c.relkind::text, c.relpersistence::text,
+                "SELECT CASE WHEN c.relpersistence = 't' THEN 'pg_temp' ELSE n.nspname::text END,
+                        c.relname::text, c.relkind::text, c.relpersistence::text,
                         c.relrowsecurity, c.relforcerowsecurity,
                         pg_catalog.pg_has_role(c.relowner, 'USAGE'),
                         pg_catalog.pg_get_userbyid(c.relowner)::text,
@@ -99,14 +100,20 @@ impl RelInfo {
         if self.is_system {
             raise(
                 PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
-                format!("cannot {verb} \"{}\": it is a system catalog", self.display()),
+                format!(
+                    "cannot {verb} \"{}\": it is a system catalog",
+                    self.display()
+                ),
                 "tenantguard protects user tables only.",
             );
         }
         if self.schema == "tenantguard" {
             raise(
                 PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
-                format!("cannot {verb} \"{}\": it belongs to tenantguard", self.display()),
+                format!(
+                    "cannot {verb} \"{}\": it belongs to tenantguard",
+                    self.display()
+                ),
                 "tenantguard's own tables carry their own policies.",
             );
         }
@@ -140,8 +147,11 @@ impl RelInfo {
                 None,
                 &[self.oid.into()],
             )?;
-            rows.map(|r| r.get::<pg_sys::Oid>(1).map(|o| o.unwrap_or(pg_sys::InvalidOid)))
-                .collect::<Result<Vec<_>, _>>()
+            rows.map(|r| {
+                r.get::<pg_sys::Oid>(1)
+                    .map(|o| o.unwrap_or(pg_sys::InvalidOid))
+            })
+            .collect::<Result<Vec<_>, _>>()
         }));
         oids.into_iter().map(RelInfo::load).collect()
     }

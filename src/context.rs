@@ -17,7 +17,9 @@ pub fn tenant_value() -> Option<String> {
     if raw.is_null() {
         return None;
     }
-    let value = unsafe { CStr::from_ptr(raw) }.to_string_lossy().into_owned();
+    let value = unsafe { CStr::from_ptr(raw) }
+        .to_string_lossy()
+        .into_owned();
     (!value.is_empty()).then_some(value)
 }
 
@@ -44,7 +46,10 @@ mod tests {
 
     #[pg_test]
     fn set_and_read_tenant() {
-        assert_eq!(Spi::get_one::<String>("SELECT tenantguard.current_tenant()").unwrap(), None);
+        assert_eq!(
+            Spi::get_one::<String>("SELECT tenantguard.current_tenant()").unwrap(),
+            None
+        );
         Spi::run("SELECT tenantguard.set_tenant('acme')").unwrap();
         assert_eq!(
             Spi::get_one::<String>("SELECT current_setting('app.current_tenant_id')").unwrap(),
@@ -55,7 +60,10 @@ mod tests {
             Some("acme".into())
         );
         Spi::run("SELECT tenantguard.set_tenant('')").unwrap();
-        assert_eq!(Spi::get_one::<String>("SELECT tenantguard.current_tenant()").unwrap(), None);
+        assert_eq!(
+            Spi::get_one::<String>("SELECT tenantguard.current_tenant()").unwrap(),
+            None
+        );
         Spi::run("SET app.current_tenant_id = 'globex'").unwrap();
         assert_eq!(
             Spi::get_one::<String>("SELECT tenantguard.current_tenant()").unwrap(),

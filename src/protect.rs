@@ -95,7 +95,10 @@ pub fn tenant_predicate(column: &TenantColumn, setting: &str) -> String {
         "int2" => format!("({value})::pg_catalog.int2"),
         _ => value,
     };
-    format!("{} OPERATOR(pg_catalog.=) {rhs}", quote_identifier(&column.name))
+    format!(
+        "{} OPERATOR(pg_catalog.=) {rhs}",
+        quote_identifier(&column.name)
+    )
 }
 
 /// The policies the options ask for, in creation order.
@@ -136,7 +139,11 @@ fn create_policy_sql(rel: &RelInfo, p: &PolicySpec) -> String {
         "CREATE POLICY {} ON {} AS {} FOR {} TO {}",
         quote_identifier(&p.name),
         rel.qualified(),
-        if p.permissive { "PERMISSIVE" } else { "RESTRICTIVE" },
+        if p.permissive {
+            "PERMISSIVE"
+        } else {
+            "RESTRICTIVE"
+        },
         p.command,
         roles
     );
@@ -434,7 +441,10 @@ fn _protect(tbl: pg_sys::Oid, args: JsonB) -> String {
     if args.dry_run {
         let script = render_script(&plans);
         return if script.is_empty() {
-            format!("-- {} is already protected; nothing to do\n", root.display())
+            format!(
+                "-- {} is already protected; nothing to do\n",
+                root.display()
+            )
         } else {
             script
         };

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Runs every tenantguard test: formatting and lints, the #[pg_test] unit tests, and the pg_regress
+# suite in pg_test/ (real sessions, real roles) against a throwaway cluster.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+bash scripts/setup.sh
+
+echo "== cargo fmt --check"
+cargo fmt --check
+echo "== cargo clippy"
+cargo clippy --all-targets -- -D warnings
+
+echo "== #[pg_test] tests"
+rm -rf /tmp/tenantguard-pgtest
+cargo pgrx test pg15 --runas postgres --pgdata /tmp/tenantguard-pgtest
+
+echo "== pg_regress suite"
+install_extension
+out=/tmp/tenantguard-regress
+rm -rf "$out"; mkdir -p "$out"; chown postgres:postgres "$out"
+schedule=$(ls pg_test/sql/*.sql | xargs -n1 basename | sed 's/\.sql$//' | sort)
+if as_pg "$PGBIN/../lib/pgxs/src/test/regress/pg_regress" \
+    --bindir="$PGBIN" \
+    --inputdir=pg_test \
+    --outputdir="$out" \
+    --temp-instance="$out/instance" \
+    --temp-config=pg_test/regress.conf \
+    --port=55432 \
+    $schedule; then
+  :
+else
+  status=$?
+  [ -f "$out/regression.diffs" ] && head -c 20000 "$out/regression.diffs"
+  exit $status
+fi
