@@ -12,21 +12,6 @@ pub fn raise(code: PgSqlErrorCode, message: impl Into<String>, hint: impl Into<S
     unreachable!("ERROR does not return")
 }
 
-/// Like [`raise`], with a detail line.
-#[track_caller]
-pub fn raise_detail(
-    code: PgSqlErrorCode,
-    message: impl Into<String>,
-    detail: impl Into<String>,
-    hint: impl Into<String>,
-) -> ! {
-    ErrorReport::new(code, message.into(), "tenantguard")
-        .set_detail(detail)
-        .set_hint(hint)
-        .report(PgLogLevel::ERROR);
-    unreachable!("ERROR does not return")
-}
-
 /// Unwrap an SPI result. An SPI failure here is a bug in tenantguard, not a user mistake.
 #[track_caller]
 pub fn spi<T>(result: Result<T, pgrx::spi::Error>) -> T {

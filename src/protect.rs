@@ -518,3 +518,152 @@ COMMENT ON FUNCTION tenantguard.unprotect_sql(regclass) IS
     name = "protect_api",
     requires = [_protect, _unprotect, "bootstrap"],
 );
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    fn count(sql: &str) -> i64 {
+        Spi::get_one::<i64>(sql).unwrap().unwrap()
+    }
+
+    fn setup_two_tenants(key_type: &str, a: &str, b: &str) {
+        Spi::run("CREATE ROLE tg_unit_app NOSUPERUSER NOBYPASSRLS").unwrap();
+        Spi::run(&format!(
+            "CREATE TABLE t (id int PRIMARY KEY, tenant_id {key_type} NOT NULL);
+             INSERT INTO t VALUES (1, '{a}'), (2, '{a}'), (3, '{b}');
+             GRANT SELECT, INSERT, UPDATE, DELETE ON t TO tg_unit_app;"
+        ))
+        .unwrap();
+    }
+
+    #[pg_test]
+    fn protect_isolates_each_key_type() {
+        for (ty, a, b) in [
+            (
+                "uuid",
+                "aaaaaaaa-0000-0000-0000-000000000001",
+                "bbbbbbbb-0000-0000-0000-000000000002",
+            ),
+            ("text", "acme", "globex"),
+            ("bigint", "1", "2"),
+            ("integer", "1", "2"),
+        ] {
+            setup_two_tenants(ty, a, b);
+            Spi::run("SELECT tenantguard.protect('t')").unwrap();
+            Spi::run("SET ROLE tg_unit_app").unwrap();
+            assert_eq!(
+                count("SELECT count(*) FROM t"),
+                0,
+                "{ty}: unset tenant sees nothing"
+            );
+            Spi::run(&format!("SET app.current_tenant_id = '{a}'")).unwrap();
+            assert_eq!(
+                count("SELECT count(*) FROM t"),
+                2,
+                "{ty}: tenant a sees its rows"
+            );
+            Spi::run(&format!("SET app.current_tenant_id = '{b}'")).unwrap();
+            assert_eq!(
+                count("SELECT count(*) FROM t"),
+                1,
+                "{ty}: tenant b sees its row"
+            );
+            Spi::run("DELETE FROM t WHERE id = 1").unwrap();
+            Spi::run("SET app.current_tenant_id = ''").unwrap();
+            assert_eq!(
+                count("SELECT count(*) FROM t"),
+                0,
+                "{ty}: empty tenant sees nothing"
+            );
+            Spi::run("RESET ROLE").unwrap();
+            assert_eq!(
+                count("SELECT count(*) FROM t"),
+                3,
+                "{ty}: b could not delete a's row"
+            );
+            Spi::run("DROP TABLE t; DROP ROLE tg_unit_app; RESET app.current_tenant_id").unwrap();
+        }
+    }
+
+    #[pg_test]
+    fn protect_twice_changes_nothing() {
+        setup_two_tenants("text", "acme", "globex");
+        let first = Spi::get_one::<String>("SELECT tenantguard.protect('t')")
+            .unwrap()
+            .unwrap();
+        assert!(first.contains("created policies"), "{first}");
+        let second = Spi::get_one::<String>("SELECT tenantguard.protect('t')")
+            .unwrap()
+            .unwrap();
+        assert!(second.contains("nothing changed"), "{second}");
+        let dry = Spi::get_one::<String>("SELECT tenantguard.protect('t', dry_run => true)")
+            .unwrap()
+            .unwrap();
+        assert!(dry.starts_with("-- "), "{dry}");
+        assert_eq!(
+            count("SELECT count(*) FROM pg_policy WHERE polrelid = 't'::regclass"),
+            4
+        );
+    }
+
+    #[pg_test]
+    fn dry_run_changes_nothing() {
+        setup_two_tenants("text", "acme", "globex");
+        let sql = Spi::get_one::<String>("SELECT tenantguard.protect('t', dry_run => true)")
+            .unwrap()
+            .unwrap();
+        assert!(
+            sql.contains("CREATE POLICY tenantguard_tenant_select ON public.t"),
+            "{sql}"
+        );
+        assert_eq!(
+            count("SELECT count(*) FROM pg_policy WHERE polrelid = 't'::regclass"),
+            0
+        );
+        assert_eq!(count("SELECT count(*) FROM tenantguard.registry"), 0);
+        // Running the dry-run script gives the same state as protect().
+        Spi::run(&sql).unwrap();
+        let again = Spi::get_one::<String>("SELECT tenantguard.protect('t')")
+            .unwrap()
+            .unwrap();
+        assert!(again.contains("nothing changed"), "{again}");
+    }
+
+    #[pg_test(error = "table \"public.t\" has no tenant column \"tenant_id\"")]
+    fn protect_without_tenant_column() {
+        Spi::run("CREATE TABLE t (id int)").unwrap();
+        Spi::run("SELECT tenantguard.protect('t')").unwrap();
+    }
+
+    #[pg_test(
+        error = "tenant column \"tenant_id\" of table \"public.t\" has unsupported type real"
+    )]
+    fn protect_unsupported_type() {
+        Spi::run("CREATE TABLE t (tenant_id real)").unwrap();
+        Spi::run("SELECT tenantguard.protect('t')").unwrap();
+    }
+
+    #[pg_test(error = "cannot protect \"public.v\": it is a view")]
+    fn protect_view() {
+        Spi::run("CREATE VIEW v AS SELECT 1 AS tenant_id").unwrap();
+        Spi::run("SELECT tenantguard.protect('v')").unwrap();
+    }
+
+    #[pg_test]
+    fn predicate_is_null_safe_and_typed() {
+        let col = |t: &str| crate::catalog::TenantColumn {
+            name: "tenant_id".into(),
+            base_type: t.into(),
+            not_null: true,
+        };
+        let p = super::tenant_predicate(&col("uuid"), "app.current_tenant_id");
+        assert_eq!(
+            p,
+            "tenant_id OPERATOR(pg_catalog.=) (NULLIF(pg_catalog.current_setting('app.current_tenant_id', true), ''))::pg_catalog.uuid"
+        );
+        let p = super::tenant_predicate(&col("text"), "x.y");
+        assert!(!p.contains("::"), "{p}");
+    }
+}

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# tenantguard in two minutes: installs what is missing, builds and installs the extension, starts a
+# throwaway PostgreSQL cluster, and shows two tenants sharing one protected table.
+# The cluster is stopped and removed at the end; pass --keep to leave it running for a look around.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+keep=${1:-}
+dir=/tmp/tenantguard-demo
+port=55433
+
+bash scripts/setup.sh
+echo "== building and installing tenantguard"
+install_extension >/tmp/tenantguard-demo-install.log 2>&1 || { cat /tmp/tenantguard-demo-install.log; exit 1; }
+echo "== starting a throwaway cluster in $dir (port $port)"
+cluster_start "$dir" "$port"
+if [ "$keep" != --keep ]; then trap 'cluster_stop "$dir"; rm -rf "$dir"; echo "== cluster stopped and removed"' EXIT; fi
+
+psql_as() { local role=$1; shift; as_pg psql -X -q -h "$dir" -p "$port" -U "$role" -d postgres "$@"; }
+
+psql_as postgres -v ON_ERROR_STOP=1 <<'SQL'
+\echo '== as the DBA: install, and a table shared by two tenants'
+CREATE EXTENSION tenantguard;
+CREATE ROLE app LOGIN NOSUPERUSER NOBYPASSRLS;
+CREATE TABLE products (
+  id        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+  tenant_id uuid NOT NULL,
+  name      text NOT NULL
+);
+CREATE INDEX ON products (tenant_id);
+INSERT INTO products (tenant_id, name) VALUES
+  ('a0000000-0000-0000-0000-00000000000a', 'Acme anvil'),
+  ('a0000000-0000-0000-0000-00000000000a', 'Acme rocket'),
+  ('b0000000-0000-0000-0000-00000000000b', 'Globex widget');
+CREATE TABLE orders (id bigint PRIMARY KEY, tenant_id uuid NOT NULL, total numeric);
+GRANT SELECT, INSERT, UPDATE, DELETE ON products, orders TO app;
+
+\echo
+\echo '== coverage before: nothing is protected'
+SELECT table_name, status, missing FROM tenantguard.coverage();
+
+\echo '== one line in a migration'
+SELECT tenantguard.protect('products');
+SELECT tenantguard.protect('orders');
+SELECT table_name, rls_enabled, rls_forced, tenant_index, status FROM tenantguard.coverage();
+SELECT tenantguard.assert_coverage();
+SQL
+
+psql_as app <<'SQL'
+\echo '== as the application role, tenant Acme'
+SELECT tenantguard.set_tenant('a0000000-0000-0000-0000-00000000000a', is_local => false);
+SELECT id, name FROM products ORDER BY id;
+\echo '== as tenant Globex'
+SET app.current_tenant_id = 'b0000000-0000-0000-0000-00000000000b';
+SELECT id, name FROM products ORDER BY id;
+\echo '== Globex tries to write a row into Acme (refused):'
+INSERT INTO products (tenant_id, name) VALUES ('a0000000-0000-0000-0000-00000000000a', 'planted');
+\echo '== Globex tries to delete Acme''s rows (0 rows affected):'
+WITH d AS (DELETE FROM products WHERE tenant_id = 'a0000000-0000-0000-0000-00000000000a' RETURNING 1)
+SELECT count(*) AS rows_deleted FROM d;
+\echo '== no tenant set: nothing visible'
+RESET app.current_tenant_id;
+SELECT count(*) AS visible_rows FROM products;
+SQL
+
+psql_as postgres <<'SQL'
+\echo '== as the DBA: every row is still there'
+SELECT id, tenant_id, name FROM products ORDER BY id;
+SQL
+if [ "$keep" = --keep ]; then
+  echo "== cluster left running: psql -h $dir -p $port -U postgres postgres"
+  echo "   stop it with: runuser -u postgres -- $PGBIN/pg_ctl -D $dir/data stop"
+fi
