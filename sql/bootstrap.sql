@@ -4,6 +4,17 @@
 -- (or by PostgreSQL's own ownership checks on the tables it alters).
 GRANT USAGE ON SCHEMA tenantguard TO PUBLIC;
 
+-- The admin override role: protect()'s admin policy is TO this role, so membership (granted by a
+-- DBA) is the only way in; no client can claim it by setting a GUC. Roles are cluster-wide, so it
+-- may exist already from another database.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'tenantguard_admin') THEN
+        CREATE ROLE tenantguard_admin NOLOGIN;
+    END IF;
+END
+$$;
+
 -- True when the current role may act as the owner of the table (owner, member of it, or superuser).
 CREATE FUNCTION tenantguard._owns(rel regclass) RETURNS boolean
 LANGUAGE sql STABLE PARALLEL SAFE

@@ -14,17 +14,21 @@ RETURNS TABLE (
     delete_policy  boolean,
     tenant_index   boolean,
     missing        text[],
-    status         text)
+    status         text,
+    warnings       text[])
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
 WITH setting AS (
     SELECT COALESCE(NULLIF(current_setting('tenantguard.tenant_column', true), ''),
-                    'tenant_id')::name AS col
+                    'tenant_id')::name AS col,
+           COALESCE(NULLIF(current_setting('tenantguard.tenant_setting', true), ''),
+                    'app.current_tenant_id') AS tenant_setting
 ),
 candidates AS (
     SELECT c.oid, n.nspname, c.relname, c.relrowsecurity, c.relforcerowsecurity,
-           COALESCE(r.tenant_column, s.col) AS col, r.relid IS NOT NULL AS registered
+           COALESCE(r.tenant_column, s.col) AS col, r.relid IS NOT NULL AS registered,
+           COALESCE(r.options ->> 'tenant_setting', s.tenant_setting) AS tenant_setting
       FROM pg_class c
       JOIN pg_namespace n ON n.oid = c.relnamespace
       CROSS JOIN setting s
@@ -60,7 +64,17 @@ checked AS (
                       AND p.polpermissive) AS del,
            EXISTS (SELECT 1 FROM pg_index i
                      JOIN pg_attribute a ON a.attrelid = k.oid AND a.attnum = i.indkey[0]
-                    WHERE i.indrelid = k.oid AND a.attname = k.col) AS idx
+                    WHERE i.indrelid = k.oid AND a.attname = k.col) AS idx,
+           -- A hand-written permissive policy that reads a setting other than the tenant's is
+           -- most likely an admin override any client can switch on with SET.
+           EXISTS (SELECT 1 FROM pg_policy p
+                    CROSS JOIN LATERAL regexp_matches(
+                          COALESCE(pg_get_expr(p.polqual, p.polrelid), '') || ' ' ||
+                          COALESCE(pg_get_expr(p.polwithcheck, p.polrelid), ''),
+                          'current_setting\(''([^'']+)''', 'g') AS m
+                    WHERE p.polrelid = k.oid AND p.polpermissive
+                      AND p.polname NOT LIKE 'tenantguard\_%'
+                      AND m[1] <> k.tenant_setting) AS guc_check
       FROM candidates k
 ),
 judged AS (
@@ -82,7 +96,8 @@ SELECT j.nspname, j.relname, j.col, j.relrowsecurity, j.relforcerowsecurity,
        CASE WHEN cardinality(j.missing) = 0 THEN 'protected'
             WHEN NOT (j.registered OR j.relrowsecurity OR j.sel OR j.ins OR j.upd OR j.del)
                  THEN 'unprotected'
-            ELSE 'partial' END
+            ELSE 'partial' END,
+       array_remove(ARRAY[CASE WHEN j.guc_check THEN 'guc_admin_check' END], NULL)
   FROM judged j
  ORDER BY j.nspname, j.relname
 $$;

@@ -1,7 +1,20 @@
 //! Catalog lookups shared by protect/unprotect: what a relation is, who owns it, its tenant column.
 
 use crate::errors::{raise, spi};
+use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
+
+/// The first column of the first row of a query, or `None` when it returns no row (or NULL).
+pub fn first_row<T: FromDatum + IntoDatum>(sql: &str, args: &[DatumWithOid<'_>]) -> Option<T> {
+    spi(Spi::connect(|client| {
+        let rows = client.select(sql, Some(1), args)?;
+        if rows.is_empty() {
+            Ok(None)
+        } else {
+            rows.first().get_one::<T>()
+        }
+    }))
+}
 
 /// What protect() needs to know about a relation.
 #[derive(Debug, Clone)]

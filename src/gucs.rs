@@ -7,10 +7,13 @@ use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 use std::ffi::CString;
 
 pub const DEFAULT_TENANT_SETTING: &str = "app.current_tenant_id";
+pub const DEFAULT_ROLE_SETTING: &str = "app.user_role";
 pub const DEFAULT_TENANT_COLUMN: &str = "tenant_id";
 
 pub static TENANT_SETTING: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"app.current_tenant_id"));
+pub static ROLE_SETTING: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"app.user_role"));
 pub static TENANT_COLUMN: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"tenant_id"));
 
@@ -20,6 +23,14 @@ pub fn init() {
         c"Name of the setting that holds the current tenant.",
         c"tenantguard.set_tenant() and current_tenant() use it, and protect() builds its policies on it.",
         &TENANT_SETTING,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"tenantguard.role_setting",
+        c"Name of the setting that holds the application role.",
+        c"protect(app_roles => ...) builds its role-based policies on it.",
+        &ROLE_SETTING,
         GucContext::Suset,
         GucFlags::default(),
     );
@@ -41,10 +52,10 @@ fn string_setting(setting: &GucSetting<Option<CString>>, default: &str) -> Strin
         .unwrap_or_else(|| default.to_string())
 }
 
-/// The name of the tenant setting, checked to be a custom (dotted) setting name so that it can
-/// never point at a server setting such as `search_path`.
-pub fn tenant_setting() -> String {
-    let name = string_setting(&TENANT_SETTING, DEFAULT_TENANT_SETTING);
+/// A setting name read from one of tenantguard's settings, checked to be a custom (dotted) name so
+/// that it can never point at a server setting such as `search_path`.
+fn custom_setting_name(guc: &str, setting: &GucSetting<Option<CString>>, default: &str) -> String {
+    let name = string_setting(setting, default);
     let valid = name.contains('.')
         && !name.starts_with('.')
         && !name.ends_with('.')
@@ -54,11 +65,27 @@ pub fn tenant_setting() -> String {
     if !valid {
         crate::errors::raise(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            format!("tenantguard.tenant_setting \"{name}\" is not a custom setting name"),
+            format!("{guc} \"{name}\" is not a custom setting name"),
             "Use a dotted name made of letters, digits and underscores, such as app.current_tenant_id.",
         );
     }
     name
+}
+
+pub fn tenant_setting() -> String {
+    custom_setting_name(
+        "tenantguard.tenant_setting",
+        &TENANT_SETTING,
+        DEFAULT_TENANT_SETTING,
+    )
+}
+
+pub fn role_setting() -> String {
+    custom_setting_name(
+        "tenantguard.role_setting",
+        &ROLE_SETTING,
+        DEFAULT_ROLE_SETTING,
+    )
 }
 
 pub fn tenant_column() -> String {

@@ -10,6 +10,8 @@ mod context;
 mod errors;
 mod gucs;
 mod protect;
+mod sqlcheck;
+mod templates;
 
 ::pgrx::pg_module_magic!(name, version);
 

@@ -5,39 +5,27 @@
 //! what a real run executes, and a failure on any statement rolls back all of them.
 
 use crate::catalog::{RelInfo, TenantColumn};
-use crate::errors::spi;
+use crate::errors::{raise, spi};
 use crate::gucs;
+use crate::templates::{self, ExtraPolicy, PolicySpec, ProtectOptions};
 use pgrx::prelude::*;
 use pgrx::spi::{quote_identifier, quote_literal};
 use pgrx::JsonB;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 
 /// Arguments of protect() as the SQL wrapper passes them (a jsonb object).
 #[derive(Deserialize, Debug, Default)]
 #[serde(default)]
 struct ProtectArgs {
     tenant_column: Option<String>,
+    admin_role: Option<String>,
+    time_window: Option<String>,
+    time_column: Option<String>,
+    app_roles: Option<Vec<Option<String>>>,
+    app_roles_commands: Option<Vec<Option<String>>>,
+    shared_read: Option<String>,
+    extra_policies: Option<serde_json::Value>,
     dry_run: bool,
-}
-
-/// The resolved options a table was protected with, kept in the registry.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct ProtectOptions {
-    pub tenant_column: String,
-    pub tenant_setting: String,
-}
-
-/// One policy tenantguard creates.
-#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
-pub struct PolicySpec {
-    pub name: String,
-    pub template: String,
-    pub command: String,
-    pub permissive: bool,
-    /// Role names; empty means PUBLIC.
-    pub roles: Vec<String>,
-    pub using: Option<String>,
-    pub check: Option<String>,
 }
 
 /// A policy as the registry recorded it: the spec plus the expressions as PostgreSQL deparsed them.
@@ -67,9 +55,6 @@ struct LivePolicy {
     check_expr: Option<String>,
 }
 
-pub const POLICY_PREFIX: &str = "tenantguard_";
-const COMMANDS: [&str; 4] = ["SELECT", "INSERT", "UPDATE", "DELETE"];
-
 fn command_code(command: &str) -> &'static str {
     match command {
         "SELECT" => "r",
@@ -78,51 +63,6 @@ fn command_code(command: &str) -> &'static str {
         "DELETE" => "d",
         _ => "*",
     }
-}
-
-/// The tenant match: true only for rows of the tenant in the setting. An unset or empty setting
-/// gives NULL, which matches no row (and never reaches a cast, so no `invalid input syntax` error).
-/// The right-hand side is a stable expression, so it is computed once per index scan.
-pub fn tenant_predicate(column: &TenantColumn, setting: &str) -> String {
-    let value = format!(
-        "NULLIF(pg_catalog.current_setting({}, true), '')",
-        quote_literal(setting)
-    );
-    let rhs = match column.base_type.as_str() {
-        "uuid" => format!("({value})::pg_catalog.uuid"),
-        "int8" => format!("({value})::pg_catalog.int8"),
-        "int4" => format!("({value})::pg_catalog.int4"),
-        "int2" => format!("({value})::pg_catalog.int2"),
-        _ => value,
-    };
-    format!(
-        "{} OPERATOR(pg_catalog.=) {rhs}",
-        quote_identifier(&column.name)
-    )
-}
-
-/// The policies the options ask for, in creation order.
-fn desired_policies(column: &TenantColumn, options: &ProtectOptions) -> Vec<PolicySpec> {
-    let pred = tenant_predicate(column, &options.tenant_setting);
-    COMMANDS
-        .iter()
-        .map(|cmd| {
-            let (using, check) = match *cmd {
-                "SELECT" | "DELETE" => (Some(pred.clone()), None),
-                "INSERT" => (None, Some(pred.clone())),
-                _ => (Some(pred.clone()), Some(pred.clone())),
-            };
-            PolicySpec {
-                name: format!("{POLICY_PREFIX}tenant_{}", cmd.to_lowercase()),
-                template: "tenant".into(),
-                command: cmd.to_string(),
-                permissive: true,
-                roles: Vec::new(),
-                using,
-                check,
-            }
-        })
-        .collect()
 }
 
 fn create_policy_sql(rel: &RelInfo, p: &PolicySpec) -> String {
@@ -242,7 +182,7 @@ struct TablePlan {
 }
 
 fn plan_protect(rel: &RelInfo, column: &TenantColumn, options: &ProtectOptions) -> TablePlan {
-    let desired = desired_policies(column, options);
+    let desired = templates::desired_policies(rel, column, options);
     let registration = load_registration(rel);
     let live = live_policies(rel);
     let recorded = |name: &str| {
@@ -397,6 +337,14 @@ fn render_script(plans: &[TablePlan]) -> String {
 fn execute(plans: &[TablePlan]) -> String {
     for p in plans {
         for s in &p.sql {
+            // Each generated statement must be exactly one statement: SPI would run them all.
+            if crate::sqlcheck::statement_count(s) != 1 {
+                raise(
+                    PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
+                    format!("tenantguard generated SQL that is not one statement: {s}"),
+                    "This is a bug in tenantguard; please report it with the protect() call.",
+                );
+            }
             spi(Spi::run(s));
         }
     }
@@ -407,17 +355,156 @@ fn execute(plans: &[TablePlan]) -> String {
         .join("\n")
 }
 
-#[pg_extern(volatile, parallel_unsafe)]
-fn _protect(tbl: pg_sys::Oid, args: JsonB) -> String {
-    let args: ProtectArgs = serde_json::from_value(args.0).unwrap_or_default();
-    let column_name = args
+/// Checks protect()'s arguments that do not depend on the table, and fills in the defaults.
+fn resolve_options(args: ProtectArgs) -> ProtectOptions {
+    let invalid = |msg: String, hint: &str| -> ! {
+        raise(PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE, msg, hint)
+    };
+    let tenant_column = args
         .tenant_column
         .filter(|c| !c.is_empty())
         .unwrap_or_else(gucs::tenant_column);
-    let options = ProtectOptions {
-        tenant_column: column_name.clone(),
-        tenant_setting: gucs::tenant_setting(),
+
+    if let Some(role) = &args.admin_role {
+        templates::check_role("admin_role", role);
+    }
+
+    let time_column = match (&args.time_window, args.time_column) {
+        (Some(window), column) => {
+            let positive = spi(Spi::get_one_with_args::<bool>(
+                "SELECT $1::pg_catalog.interval OPERATOR(pg_catalog.>) '0'::pg_catalog.interval",
+                &[window.as_str().into()],
+            ));
+            if positive != Some(true) {
+                invalid(
+                    format!("time_window must be a positive interval, not \"{window}\""),
+                    "For example time_window => '90 days'.",
+                );
+            }
+            Some(column.unwrap_or_else(|| "created_at".into()))
+        }
+        (None, Some(column)) => raise(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            format!("time_column \"{column}\" was given but time_window is NULL"),
+            "Pass time_window => '90 days' (or another positive interval) with time_column.",
+        ),
+        (None, None) => None,
     };
+
+    let (app_roles, app_roles_commands, role_setting) = match args.app_roles {
+        None => (None, Vec::new(), None),
+        Some(roles) => {
+            let roles: Vec<String> = roles
+                .into_iter()
+                .flatten()
+                .filter(|r| !r.is_empty())
+                .collect();
+            if roles.is_empty() {
+                invalid(
+                    "app_roles must name at least one application role".into(),
+                    "For example app_roles => ARRAY['admin', 'finance_manager'], or NULL for no role check.",
+                );
+            }
+            let mut commands: Vec<String> = Vec::new();
+            for c in args
+                .app_roles_commands
+                .unwrap_or_else(|| vec![Some("SELECT".into())])
+                .into_iter()
+                .flatten()
+            {
+                let c = templates::normalize_command("app_roles_commands", &c);
+                if !commands.contains(&c) {
+                    commands.push(c);
+                }
+            }
+            if commands.is_empty() {
+                invalid(
+                    "app_roles_commands must name at least one command".into(),
+                    "For example app_roles_commands => ARRAY['SELECT', 'UPDATE'].",
+                );
+            }
+            if commands.iter().any(|c| c == "ALL") {
+                commands = vec!["ALL".into()];
+            }
+            (Some(roles), commands, Some(gucs::role_setting()))
+        }
+    };
+
+    let extra_policies = match args.extra_policies {
+        None | Some(serde_json::Value::Null) => Vec::new(),
+        Some(v) => {
+            let list: Vec<ExtraPolicy> = serde_json::from_value(v).unwrap_or_else(|e| {
+                invalid(
+                    format!("extra_policies is not a list of policies: {e}"),
+                    "Pass a jsonb array of objects with name, command, permissive, roles, using and check.",
+                )
+            });
+            let mut seen = Vec::new();
+            list.into_iter()
+                .map(|mut x| {
+                    let name_ok = !x.name.is_empty()
+                        && x.name.len() <= 40
+                        && x.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+                    if !name_ok || seen.contains(&x.name) {
+                        invalid(
+                            format!("extra_policies: invalid or repeated policy name \"{}\"", x.name),
+                            "Names are 1 to 40 characters of a-z, 0-9 and _, each used once.",
+                        );
+                    }
+                    seen.push(x.name.clone());
+                    x.command = templates::normalize_command("extra_policies", &x.command);
+                    for r in &x.roles {
+                        templates::check_role("extra_policies", r);
+                    }
+                    let takes_using = x.command != "INSERT";
+                    let takes_check = x.command != "SELECT" && x.command != "DELETE";
+                    if (x.using.is_none() && x.check.is_none())
+                        || (x.using.is_some() && !takes_using)
+                        || (x.check.is_some() && !takes_check)
+                    {
+                        invalid(
+                            format!("extra_policies \"{}\": a {} policy needs {}", x.name, x.command,
+                                match (takes_using, takes_check) {
+                                    (true, true) => "using, check or both",
+                                    (true, false) => "using and no check",
+                                    _ => "check and no using",
+                                }),
+                            "SELECT and DELETE take using; INSERT takes check; UPDATE and ALL take either or both.",
+                        );
+                    }
+                    x
+                })
+                .collect()
+        }
+    };
+
+    ProtectOptions {
+        tenant_column,
+        tenant_setting: gucs::tenant_setting(),
+        admin_role: args.admin_role,
+        time_window: args.time_window,
+        time_column,
+        app_roles,
+        app_roles_commands,
+        role_setting,
+        shared_read: args.shared_read,
+        extra_policies,
+    }
+}
+
+#[pg_extern(volatile, parallel_unsafe)]
+fn _protect(tbl: pg_sys::Oid, args: JsonB) -> String {
+    let args: ProtectArgs = match serde_json::from_value(args.0) {
+        Ok(a) => a,
+        Err(e) => raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("invalid protect() arguments: {e}"),
+            "See the README for protect()'s arguments.",
+        ),
+    };
+    let dry_run = args.dry_run;
+    let options = resolve_options(args);
+    let column_name = options.tenant_column.clone();
 
     // Check every table first (the table, then each partition below it): nothing changes unless
     // all of them can be protected.
@@ -438,7 +525,7 @@ fn _protect(tbl: pg_sys::Oid, args: JsonB) -> String {
         .iter()
         .map(|(rel, col)| plan_protect(rel, col, &options))
         .collect();
-    if args.dry_run {
+    if dry_run {
         let script = render_script(&plans);
         return if script.is_empty() {
             format!(
@@ -492,16 +579,53 @@ extension_sql!(
 CREATE FUNCTION tenantguard.protect(
     tbl regclass,
     tenant_column name DEFAULT NULL,
+    admin_role name DEFAULT 'tenantguard_admin',
+    time_window interval DEFAULT NULL,
+    time_column name DEFAULT NULL,
+    app_roles text[] DEFAULT NULL,
+    app_roles_commands text[] DEFAULT ARRAY['SELECT'],
+    shared_read text DEFAULT NULL,
+    extra_policies jsonb DEFAULT NULL,
     dry_run boolean DEFAULT false)
 RETURNS text
 LANGUAGE sql VOLATILE
+SET intervalstyle = 'postgres'
 AS $$
   SELECT tenantguard._protect(tbl, pg_catalog.jsonb_build_object(
            'tenant_column', tenant_column,
+           'admin_role', admin_role,
+           'time_window', time_window,
+           'time_column', time_column,
+           'app_roles', app_roles,
+           'app_roles_commands', app_roles_commands,
+           'shared_read', shared_read,
+           'extra_policies', extra_policies,
            'dry_run', dry_run))
 $$;
-COMMENT ON FUNCTION tenantguard.protect(regclass, name, boolean) IS
-  'Enable and force row level security on a table (and its partitions) with per-command tenant isolation policies. Idempotent.';
+COMMENT ON FUNCTION tenantguard.protect(regclass, name, name, interval, name, text[], text[], text, jsonb, boolean) IS
+  'Enable and force row level security on a table (and its partitions) with tenant isolation and the asked-for policy templates. Idempotent.';
+
+CREATE FUNCTION tenantguard.policies(tbl regclass)
+RETURNS TABLE (policy_name name, template text, command text, kind text, roles name[],
+               using_expr text, check_expr text, present boolean)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT (x.p ->> 'name')::name, x.p ->> 'template', x.p ->> 'command',
+         CASE WHEN (x.p ->> 'permissive')::boolean THEN 'permissive' ELSE 'restrictive' END,
+         CASE WHEN jsonb_array_length(x.p -> 'roles') = 0 THEN ARRAY['public']::name[]
+              ELSE ARRAY(SELECT jsonb_array_elements_text(x.p -> 'roles'))::name[] END,
+         COALESCE(pg_get_expr(pol.polqual, pol.polrelid), x.p ->> 'using_expr'),
+         COALESCE(pg_get_expr(pol.polwithcheck, pol.polrelid), x.p ->> 'check_expr'),
+         pol.oid IS NOT NULL
+    FROM tenantguard.registry r
+   CROSS JOIN LATERAL jsonb_array_elements(r.policies) WITH ORDINALITY AS x(p, ord)
+    LEFT JOIN pg_policy pol ON pol.polrelid = r.relid AND pol.polname = (x.p ->> 'name')
+   WHERE r.relid = tbl
+   ORDER BY x.ord
+$$;
+COMMENT ON FUNCTION tenantguard.policies(regclass) IS
+  'The policies tenantguard generated for a table: template, command, permissive/restrictive, roles, expressions.';
 
 CREATE FUNCTION tenantguard.unprotect(tbl regclass) RETURNS text
 LANGUAGE sql VOLATILE
@@ -602,9 +726,17 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(dry.starts_with("-- "), "{dry}");
+        // Four tenant policies and the admin override (TO tenantguard_admin).
         assert_eq!(
             count("SELECT count(*) FROM pg_policy WHERE polrelid = 't'::regclass"),
-            4
+            5
+        );
+        assert_eq!(
+            count(
+                "SELECT count(*) FROM pg_policy WHERE polrelid = 't'::regclass
+                    AND polroles = ARRAY['tenantguard_admin'::regrole::oid]"
+            ),
+            1
         );
     }
 
@@ -658,12 +790,12 @@ mod tests {
             base_type: t.into(),
             not_null: true,
         };
-        let p = super::tenant_predicate(&col("uuid"), "app.current_tenant_id");
+        let p = crate::templates::tenant_predicate(&col("uuid"), "app.current_tenant_id");
         assert_eq!(
             p,
             "tenant_id OPERATOR(pg_catalog.=) (NULLIF(pg_catalog.current_setting('app.current_tenant_id', true), ''))::pg_catalog.uuid"
         );
-        let p = super::tenant_predicate(&col("text"), "x.y");
+        let p = crate::templates::tenant_predicate(&col("text"), "x.y");
         assert!(!p.contains("::"), "{p}");
     }
 }

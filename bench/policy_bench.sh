@@ -1,0 +1,121 @@
+#!/usr/bin/env bash
+# Policy cost benchmark (issue: "The policies must be fast and fail closed").
+#
+# 1M rows across 100 tenants in three identical tables, queried by pgbench as a NOSUPERUSER
+# NOBYPASSRLS role, side by side in one run (rounds of tg, plain, hand, tg, plain, hand, ...):
+#   tg     protected by tenantguard.protect(); the query has no tenant filter
+#   plain  no RLS; the query filters with an explicit tenant_id = '<tenant>'
+#   hand   the seed's hand-written policy USING (tenant_id = current_setting('app.current_tenant_id')::uuid)
+# Queries: a per-tenant range aggregate over (tenant_id, v), and a point lookup by primary key.
+# The tenant is set once per connection (PGOPTIONS), so the numbers are the query's cost alone.
+#
+# Each variant runs once per round, in an order that rotates between rounds; the table reports the
+# median TPS over the rounds.
+#
+# usage: bash bench/policy_bench.sh [seconds-per-run (8)] [rounds (6)]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+secs=${1:-8}
+rounds=${2:-6}
+dir=/tmp/tenantguard-bench
+port=55434
+
+bash scripts/setup.sh
+echo "== release build" >&2
+install_extension --release >/tmp/tenantguard-bench-install.log 2>&1 || { cat /tmp/tenantguard-bench-install.log; exit 1; }
+cluster_start "$dir" "$port" "shared_buffers = '512MB'" "autovacuum = off" "max_wal_size = '4GB'"
+trap 'cluster_stop "$dir"' EXIT
+psql_su() { as_pg psql -X -q -v ON_ERROR_STOP=1 -h "$dir" -p "$port" -U postgres -d postgres "$@"; }
+
+echo "== loading 3 x 1M rows" >&2
+psql_su <<'SQL'
+CREATE EXTENSION tenantguard;
+CREATE ROLE app LOGIN NOSUPERUSER NOBYPASSRLS;
+CREATE TABLE t_plain (id bigint PRIMARY KEY, tenant_id uuid NOT NULL, v int NOT NULL, payload text NOT NULL);
+INSERT INTO t_plain
+SELECT g, ('00000000-0000-0000-0000-' || lpad((g % 100)::text, 12, '0'))::uuid, (g / 100) % 1000, md5(g::text)
+  FROM generate_series(1, 1000000) g;
+CREATE INDEX t_plain_tenant_v ON t_plain (tenant_id, v);
+CREATE TABLE t_tg (LIKE t_plain INCLUDING ALL);
+INSERT INTO t_tg SELECT * FROM t_plain;
+CREATE TABLE t_hand (LIKE t_plain INCLUDING ALL);
+INSERT INTO t_hand SELECT * FROM t_plain;
+SELECT tenantguard.protect('t_tg');
+ALTER TABLE t_hand ENABLE ROW LEVEL SECURITY;
+CREATE POLICY tenant_isolation_policy ON t_hand
+  USING (tenant_id = current_setting('app.current_tenant_id')::uuid);
+GRANT SELECT ON t_plain, t_tg, t_hand TO app;
+VACUUM (FREEZE, ANALYZE) t_plain;
+VACUUM (FREEZE, ANALYZE) t_tg;
+VACUUM (FREEZE, ANALYZE) t_hand;
+SQL
+
+tenant_num=42
+tenant=$(printf '00000000-0000-0000-0000-%012d' "$tenant_num")
+sdir=$dir/scripts
+mkdir -p "$sdir"
+for t in tg hand; do
+  cat > "$sdir/range_$t.sql" <<SQL
+\set lo random(0, 989)
+SELECT count(*), sum(v) FROM t_$t WHERE v BETWEEN :lo AND :lo + 10;
+SQL
+  cat > "$sdir/point_$t.sql" <<SQL
+\set k random(0, 9999)
+SELECT * FROM t_$t WHERE id = :k * 100 + $tenant_num;
+SQL
+done
+cat > "$sdir/range_plain.sql" <<SQL
+\set lo random(0, 989)
+SELECT count(*), sum(v) FROM t_plain WHERE tenant_id = '$tenant' AND v BETWEEN :lo AND :lo + 10;
+SQL
+cat > "$sdir/point_plain.sql" <<SQL
+\set k random(0, 9999)
+SELECT * FROM t_plain WHERE tenant_id = '$tenant' AND id = :k * 100 + $tenant_num;
+SQL
+chown -R postgres:postgres "$sdir"
+
+echo "== plans (as app, tenant $tenant)" >&2
+as_pg env PGOPTIONS="-c app.current_tenant_id=$tenant" psql -X -h "$dir" -p "$port" -U app -d postgres <<SQL
+EXPLAIN (COSTS OFF) SELECT count(*), sum(v) FROM t_tg WHERE v BETWEEN 100 AND 110;
+EXPLAIN (COSTS OFF) SELECT count(*), sum(v) FROM t_hand WHERE v BETWEEN 100 AND 110;
+EXPLAIN (COSTS OFF) SELECT count(*), sum(v) FROM t_plain WHERE tenant_id = '$tenant' AND v BETWEEN 100 AND 110;
+EXPLAIN (COSTS OFF) SELECT * FROM t_tg WHERE id = 4242;
+SELECT (SELECT count(*) FROM t_tg) AS tg_rows_visible, (SELECT count(*) FROM t_hand) AS hand_rows_visible,
+       (SELECT count(*) FROM t_plain WHERE tenant_id = '$tenant') AS plain_rows_of_tenant;
+SQL
+
+run() { # mode query variant -> tps
+  as_pg env PGOPTIONS="-c app.current_tenant_id=$tenant" "$PGBIN/pgbench" -n -c 2 -j 2 -T "$secs" -M "$1" \
+    -h "$dir" -p "$port" -U app -f "$sdir/$2_$3.sql" postgres 2>/dev/null |
+    awk '/^tps/ {print $3; exit}'
+}
+
+results=$dir/results.txt
+: > "$results"
+for mode in simple prepared; do
+  for q in range point; do
+    for r in $(seq "$rounds"); do
+      # rotate the order each round so no variant always runs first
+      case $((r % 3)) in 1) order="tg plain hand";; 2) order="plain hand tg";; 0) order="hand tg plain";; esac
+      for v in $order; do
+        tps=$(run "$mode" "$q" "$v")
+        echo "$mode $q $v $r $tps" | tee -a "$results" >&2
+      done
+    done
+  done
+done
+
+echo
+echo "| protocol | query | tenantguard TPS | plain + explicit filter TPS | hand-written policy TPS | tenantguard / plain | tenantguard / hand-written |"
+echo "|---|---|---|---|---|---|---|"
+median() { sort -n | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
+for mode in simple prepared; do
+  for q in range point; do
+    tg=$(awk -v m=$mode -v q=$q '$1 == m && $2 == q && $3 == "tg" {print $5}' "$results" | median)
+    pl=$(awk -v m=$mode -v q=$q '$1 == m && $2 == q && $3 == "plain" {print $5}' "$results" | median)
+    hd=$(awk -v m=$mode -v q=$q '$1 == m && $2 == q && $3 == "hand" {print $5}' "$results" | median)
+    awk -v m=$mode -v q=$q -v tg="$tg" -v pl="$pl" -v hd="$hd" \
+      'BEGIN {printf "| %s | %s | %.0f | %.0f | %.0f | %.3f | %.3f |\n", m, q, tg, pl, hd, tg / pl, tg / hd}'
+  done
+done

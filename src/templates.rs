@@ -1,0 +1,347 @@
+//! Policy templates: the policy shapes multi-tenant teams write by hand on every table, generated
+//! from protect()'s named arguments.
+//!
+//! Combination rules (PostgreSQL's own): permissive policies are OR-ed, restrictive ones are AND-ed
+//! with that result. Tenant isolation, admin override and shared read are permissive; the time
+//! window and role-based access are restrictive, so they only ever narrow what is visible, and they
+//! bind every role, the admin role included. No permissive template grants a write to anyone but
+//! the tenant itself or the admin role.
+
+use crate::catalog::{RelInfo, TenantColumn};
+use crate::errors::{raise, spi};
+use pgrx::pg_sys::panic::CaughtError;
+use pgrx::prelude::*;
+use pgrx::spi::{quote_identifier, quote_literal};
+use serde::{Deserialize, Serialize};
+
+pub const POLICY_PREFIX: &str = "tenantguard_";
+pub const TENANT_COMMANDS: [&str; 4] = ["SELECT", "INSERT", "UPDATE", "DELETE"];
+
+/// The resolved options a table was protected with, kept in the registry as JSON.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+#[serde(default)]
+pub struct ProtectOptions {
+    pub tenant_column: String,
+    pub tenant_setting: String,
+    pub admin_role: Option<String>,
+    pub time_window: Option<String>,
+    pub time_column: Option<String>,
+    pub app_roles: Option<Vec<String>>,
+    pub app_roles_commands: Vec<String>,
+    pub role_setting: Option<String>,
+    pub shared_read: Option<String>,
+    pub extra_policies: Vec<ExtraPolicy>,
+}
+
+/// One entry of `extra_policies`: a custom predicate for a shape the templates do not cover.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ExtraPolicy {
+    pub name: String,
+    #[serde(default = "all_command")]
+    pub command: String,
+    #[serde(default = "permissive_default")]
+    pub permissive: bool,
+    #[serde(default)]
+    pub roles: Vec<String>,
+    #[serde(default)]
+    pub using: Option<String>,
+    #[serde(default)]
+    pub check: Option<String>,
+}
+
+fn all_command() -> String {
+    "ALL".into()
+}
+fn permissive_default() -> bool {
+    true
+}
+
+/// One policy tenantguard creates.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct PolicySpec {
+    pub name: String,
+    pub template: String,
+    pub command: String,
+    pub permissive: bool,
+    /// Role names; empty means PUBLIC.
+    pub roles: Vec<String>,
+    pub using: Option<String>,
+    pub check: Option<String>,
+}
+
+/// `ALL` or one of the four commands, upper-cased; anything else is a coded error.
+pub fn normalize_command(argument: &str, command: &str) -> String {
+    let c = command.trim().to_uppercase();
+    if c == "ALL" || TENANT_COMMANDS.contains(&c.as_str()) {
+        c
+    } else {
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("{argument}: unknown command \"{command}\""),
+            "Use SELECT, INSERT, UPDATE, DELETE or ALL.",
+        )
+    }
+}
+
+/// The value of a custom setting as the policy reads it: NULL when unset or empty.
+fn setting_value(setting: &str) -> String {
+    format!(
+        "NULLIF(pg_catalog.current_setting({}, true), '')",
+        quote_literal(setting)
+    )
+}
+
+/// The tenant match: true only for rows of the tenant in the setting. An unset or empty setting
+/// gives NULL, which matches no row (and never reaches a cast, so no `invalid input syntax` error).
+/// The right-hand side is a stable expression, so it is computed once per index scan.
+pub fn tenant_predicate(column: &TenantColumn, setting: &str) -> String {
+    let value = setting_value(setting);
+    let rhs = match column.base_type.as_str() {
+        "uuid" => format!("({value})::pg_catalog.uuid"),
+        "int8" => format!("({value})::pg_catalog.int8"),
+        "int4" => format!("({value})::pg_catalog.int4"),
+        "int2" => format!("({value})::pg_catalog.int2"),
+        _ => value,
+    };
+    format!(
+        "{} OPERATOR(pg_catalog.=) {rhs}",
+        quote_identifier(&column.name)
+    )
+}
+
+fn policy(
+    name: String,
+    template: &str,
+    command: &str,
+    permissive: bool,
+    roles: Vec<String>,
+    predicate: &str,
+) -> PolicySpec {
+    let (using, check) = clauses_for(command, predicate);
+    PolicySpec {
+        name,
+        template: template.into(),
+        command: command.into(),
+        permissive,
+        roles,
+        using,
+        check,
+    }
+}
+
+/// Which of USING / WITH CHECK a command takes.
+fn clauses_for(command: &str, predicate: &str) -> (Option<String>, Option<String>) {
+    let p = Some(predicate.to_string());
+    match command {
+        "SELECT" | "DELETE" => (p, None),
+        "INSERT" => (None, p),
+        _ => (p.clone(), p),
+    }
+}
+
+/// The policies the options ask for, in creation order. `rel` is used to validate predicates.
+pub fn desired_policies(
+    rel: &RelInfo,
+    column: &TenantColumn,
+    options: &ProtectOptions,
+) -> Vec<PolicySpec> {
+    let tenant = tenant_predicate(column, &options.tenant_setting);
+    let mut out: Vec<PolicySpec> = TENANT_COMMANDS
+        .iter()
+        .map(|cmd| {
+            policy(
+                format!("{POLICY_PREFIX}tenant_{}", cmd.to_lowercase()),
+                "tenant",
+                cmd,
+                true,
+                Vec::new(),
+                &tenant,
+            )
+        })
+        .collect();
+
+    if let Some(role) = &options.admin_role {
+        out.push(policy(
+            format!("{POLICY_PREFIX}admin"),
+            "admin",
+            "ALL",
+            true,
+            vec![role.clone()],
+            "true",
+        ));
+    }
+
+    if let Some(pred) = &options.shared_read {
+        validate_predicate(rel, "shared_read", pred);
+        out.push(policy(
+            format!("{POLICY_PREFIX}shared_read"),
+            "shared_read",
+            "SELECT",
+            true,
+            Vec::new(),
+            pred,
+        ));
+    }
+
+    if let (Some(window), Some(time_column)) = (&options.time_window, &options.time_column) {
+        check_time_column(rel, time_column);
+        let pred = format!(
+            "{} OPERATOR(pg_catalog.>=) (pg_catalog.now() OPERATOR(pg_catalog.-) {}::pg_catalog.interval)",
+            quote_identifier(time_column),
+            quote_literal(window)
+        );
+        out.push(policy(
+            format!("{POLICY_PREFIX}time_window"),
+            "time_window",
+            "SELECT",
+            false,
+            Vec::new(),
+            &pred,
+        ));
+    }
+
+    if let (Some(roles), Some(setting)) = (&options.app_roles, &options.role_setting) {
+        let list = roles
+            .iter()
+            .map(quote_literal)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let pred = format!(
+            "{} OPERATOR(pg_catalog.=) ANY (ARRAY[{list}]::pg_catalog.text[])",
+            setting_value(setting)
+        );
+        for cmd in &options.app_roles_commands {
+            out.push(policy(
+                format!("{POLICY_PREFIX}app_roles_{}", cmd.to_lowercase()),
+                "app_roles",
+                cmd,
+                false,
+                Vec::new(),
+                &pred,
+            ));
+        }
+    }
+
+    for extra in &options.extra_policies {
+        for (what, pred) in [("using", &extra.using), ("check", &extra.check)] {
+            if let Some(p) = pred {
+                validate_predicate(rel, &format!("extra_policies \"{}\" {what}", extra.name), p);
+            }
+        }
+        out.push(PolicySpec {
+            name: format!("{POLICY_PREFIX}x_{}", extra.name),
+            template: "extra".into(),
+            command: extra.command.clone(),
+            permissive: extra.permissive,
+            roles: extra.roles.clone(),
+            using: extra.using.clone(),
+            check: extra.check.clone(),
+        });
+    }
+    out
+}
+
+/// The time column must exist and hold a point in time.
+fn check_time_column(rel: &RelInfo, column: &str) {
+    let base = crate::catalog::first_row::<String>(
+        "SELECT bt.typname::text
+           FROM pg_catalog.pg_attribute a
+           JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+           JOIN pg_catalog.pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+          WHERE a.attrelid = $1 AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped",
+        &[rel.oid.into(), column.into()],
+    );
+    match base.as_deref() {
+        None => raise(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
+            format!(
+                "table \"{}\" has no time column \"{column}\"",
+                rel.display()
+            ),
+            "Name the column with time_column => 'name'.",
+        ),
+        Some("timestamptz" | "timestamp" | "date") => {}
+        Some(other) => raise(
+            PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
+            format!(
+                "time column \"{column}\" of table \"{}\" has type {other}",
+                rel.display()
+            ),
+            "The time window needs a column of type timestamptz, timestamp or date.",
+        ),
+    }
+}
+
+/// A user-supplied predicate must be one boolean expression over this table's columns (it may use
+/// subqueries on other tables). It is checked by preparing `SELECT 1 FROM ONLY <table> WHERE (...)`,
+/// which parses and analyses it without running it; anything that is not a single expression
+/// (a `;`, an unbalanced parenthesis, a comment swallowing the rest) fails there.
+pub fn validate_predicate(rel: &RelInfo, argument: &str, predicate: &str) {
+    if predicate.trim().is_empty() {
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("{argument} for table \"{}\" is empty", rel.display()),
+            "Give a boolean SQL expression over the table's columns.",
+        );
+    }
+    let sql = format!("SELECT 1 FROM ONLY {} WHERE ({predicate})", rel.qualified());
+    let hint = "Give one boolean SQL expression over the table's columns, for example \
+                tenant_id IN (SELECT id FROM tenants WHERE status = 'active').";
+    let result = PgTryBuilder::new(|| {
+        if !crate::sqlcheck::is_single_expression(predicate) {
+            raise(
+                PgSqlErrorCode::ERRCODE_SYNTAX_ERROR,
+                "it is not a single expression",
+                hint,
+            );
+        }
+        Spi::connect(|client| client.prepare(&*sql, &[]).map(|_| ()))
+    })
+    .catch_others(|caught| {
+        let report = match &caught {
+            CaughtError::PostgresError(r) | CaughtError::ErrorReport(r) => r,
+            CaughtError::RustPanic { ereport, .. } => ereport,
+        };
+        let code = match report.sql_error_code() {
+            PgSqlErrorCode::ERRCODE_INTERNAL_ERROR => PgSqlErrorCode::ERRCODE_SYNTAX_ERROR,
+            c => c,
+        };
+        raise(
+            code,
+            format!(
+                "{argument} for table \"{}\" is not a valid predicate: {}",
+                rel.display(),
+                report.message()
+            ),
+            hint,
+        )
+    })
+    .execute();
+    if let Err(e) = result {
+        raise(
+            PgSqlErrorCode::ERRCODE_SYNTAX_ERROR,
+            format!(
+                "{argument} for table \"{}\" is not a valid predicate: {e}",
+                rel.display()
+            ),
+            hint,
+        );
+    }
+}
+
+/// Checks that a database role exists.
+pub fn check_role(argument: &str, role: &str) {
+    let exists = spi(Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1)",
+        &[role.into()],
+    ))
+    .unwrap_or(false);
+    if !exists {
+        raise(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
+            format!("{argument}: role \"{role}\" does not exist"),
+            "Create the role first, or pass NULL for no such policy.",
+        );
+    }
+}
