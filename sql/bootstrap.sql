@@ -51,6 +51,43 @@ CREATE POLICY registry_delete ON tenantguard.registry FOR DELETE
   USING (tenantguard._owns(relid));
 GRANT SELECT, INSERT, UPDATE, DELETE ON tenantguard.registry TO PUBLIC;
 
+-- Deliberate exceptions: tables with a tenant column that are meant to stay unprotected.
+CREATE TABLE tenantguard.exemptions (
+    relid       regclass    PRIMARY KEY,
+    reason      text        NOT NULL CHECK (reason <> ''),
+    exempted_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    exempted_by name        NOT NULL DEFAULT CURRENT_USER
+);
+COMMENT ON TABLE tenantguard.exemptions IS
+  'Tables recorded by tenantguard.exempt(): auto-protect skips them and coverage() shows them as exempt.';
+SELECT pg_catalog.pg_extension_config_dump('tenantguard.exemptions', '');
+ALTER TABLE tenantguard.exemptions ENABLE ROW LEVEL SECURITY;
+CREATE POLICY exemptions_read ON tenantguard.exemptions FOR SELECT USING (true);
+CREATE POLICY exemptions_insert ON tenantguard.exemptions FOR INSERT
+  WITH CHECK (tenantguard._owns(relid));
+CREATE POLICY exemptions_update ON tenantguard.exemptions FOR UPDATE
+  USING (tenantguard._owns(relid)) WITH CHECK (tenantguard._owns(relid));
+CREATE POLICY exemptions_delete ON tenantguard.exemptions FOR DELETE
+  USING (tenantguard._owns(relid));
+GRANT SELECT, INSERT, UPDATE, DELETE ON tenantguard.exemptions TO PUBLIC;
+
+-- A table's policy expressions, deparsed under fixed settings: deparsed text depends on
+-- search_path (qualification), DateStyle, IntervalStyle, TimeZone and float output, and tenantguard
+-- compares what it recorded with what is there now, from whichever session runs the DDL.
+CREATE FUNCTION tenantguard._policy_exprs(rel regclass)
+RETURNS TABLE (policy_name name, using_expr text, check_expr text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+SET datestyle = 'ISO, YMD'
+SET intervalstyle = 'postgres'
+SET timezone = 'UTC'
+SET extra_float_digits = 3
+SET bytea_output = 'hex'
+AS $$
+  SELECT p.polname, pg_get_expr(p.polqual, p.polrelid), pg_get_expr(p.polwithcheck, p.polrelid)
+    FROM pg_policy p WHERE p.polrelid = rel
+$$;
+
 -- Records a table after protect() has created its policies. The deparsed policy expressions are
 -- read back from pg_policy, so a later protect() can tell a policy someone altered from one left
 -- as it was made. rls_was_* keep the flags from before the first protect(), for unprotect().
@@ -65,12 +102,11 @@ AS $$
   SELECT tbl, tenant_column, options,
          COALESCE((SELECT pg_catalog.jsonb_agg(
                             p.spec || pg_catalog.jsonb_build_object(
-                              'using_expr', pg_catalog.pg_get_expr(pol.polqual, pol.polrelid),
-                              'check_expr', pg_catalog.pg_get_expr(pol.polwithcheck, pol.polrelid))
+                              'using_expr', e.using_expr, 'check_expr', e.check_expr)
                             ORDER BY p.ord)
                      FROM pg_catalog.jsonb_array_elements(policies) WITH ORDINALITY AS p(spec, ord)
-                     LEFT JOIN pg_catalog.pg_policy pol
-                            ON pol.polrelid = tbl AND pol.polname = (p.spec ->> 'name')), '[]'),
+                     LEFT JOIN tenantguard._policy_exprs(tbl) e
+                            ON e.policy_name = (p.spec ->> 'name')), '[]'),
          rls_was_enabled, rls_was_forced
   ON CONFLICT (relid) DO UPDATE
      SET tenant_column = EXCLUDED.tenant_column,

@@ -15,7 +15,8 @@ RETURNS TABLE (
     tenant_index   boolean,
     missing        text[],
     status         text,
-    warnings       text[])
+    warnings       text[],
+    exempt_reason  text)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 AS $$
@@ -28,11 +29,13 @@ WITH setting AS (
 candidates AS (
     SELECT c.oid, n.nspname, c.relname, c.relrowsecurity, c.relforcerowsecurity,
            COALESCE(r.tenant_column, s.col) AS col, r.relid IS NOT NULL AS registered,
-           COALESCE(r.options ->> 'tenant_setting', s.tenant_setting) AS tenant_setting
+           COALESCE(r.options ->> 'tenant_setting', s.tenant_setting) AS tenant_setting,
+           x.reason AS exempt_reason
       FROM pg_class c
       JOIN pg_namespace n ON n.oid = c.relnamespace
       CROSS JOIN setting s
       LEFT JOIN tenantguard.registry r ON r.relid = c.oid
+      LEFT JOIN tenantguard.exemptions x ON x.relid = c.oid
      WHERE c.relkind IN ('r', 'p')
        AND c.relpersistence <> 't'
        AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'tenantguard')
@@ -93,11 +96,13 @@ judged AS (
 )
 SELECT j.nspname, j.relname, j.col, j.relrowsecurity, j.relforcerowsecurity,
        j.sel, j.ins, j.upd, j.del, j.idx, j.missing,
-       CASE WHEN cardinality(j.missing) = 0 THEN 'protected'
+       CASE WHEN j.exempt_reason IS NOT NULL AND NOT j.registered THEN 'exempt'
+            WHEN cardinality(j.missing) = 0 THEN 'protected'
             WHEN NOT (j.registered OR j.relrowsecurity OR j.sel OR j.ins OR j.upd OR j.del)
                  THEN 'unprotected'
             ELSE 'partial' END,
-       array_remove(ARRAY[CASE WHEN j.guc_check THEN 'guc_admin_check' END], NULL)
+       array_remove(ARRAY[CASE WHEN j.guc_check THEN 'guc_admin_check' END], NULL),
+       j.exempt_reason
   FROM judged j
  ORDER BY j.nspname, j.relname
 $$;
@@ -116,13 +121,13 @@ BEGIN
                      ORDER BY c.schema_name, c.table_name)
       INTO bad
       FROM tenantguard.coverage() c
-     WHERE c.status <> 'protected';
+     WHERE c.status NOT IN ('protected', 'exempt');
     IF bad IS NOT NULL THEN
         RAISE EXCEPTION USING
             ERRCODE = 'object_not_in_prerequisite_state',
             MESSAGE = format('%s tenant table(s) not fully protected: %s',
                              cardinality(bad), array_to_string(bad, '; ')),
-            HINT = 'Call tenantguard.protect() on each table listed.';
+            HINT = 'Call tenantguard.protect() on each table listed, or tenantguard.exempt() it with a reason.';
     END IF;
 END;
 $$;

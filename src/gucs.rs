@@ -17,7 +17,46 @@ pub static ROLE_SETTING: GucSetting<Option<CString>> =
 pub static TENANT_COLUMN: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"tenant_id"));
 
+/// `tenantguard.auto_protect`: what happens when a table gains the tenant column.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, PostgresGucEnum)]
+pub enum AutoProtect {
+    #[name = c"on"]
+    On,
+    #[name = c"warn"]
+    Warn,
+    #[name = c"off"]
+    Off,
+}
+
+pub static AUTO_PROTECT: GucSetting<AutoProtect> = GucSetting::<AutoProtect>::new(AutoProtect::On);
+pub static GUARD: GucSetting<bool> = GucSetting::<bool>::new(true);
+pub static EXCLUDE_SCHEMAS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+
 pub fn init() {
+    GucRegistry::define_enum_guc(
+        c"tenantguard.auto_protect",
+        c"Protect tables that gain the tenant column: on, warn or off.",
+        c"on protects them in the same transaction; warn only warns; off does nothing.",
+        &AUTO_PROTECT,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"tenantguard.guard",
+        c"Refuse DDL that switches a protected table's protection off.",
+        c"Turn off only in emergencies; tenantguard.unprotect() is the sanctioned way out.",
+        &GUARD,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"tenantguard.exclude_schemas",
+        c"Comma-separated schemas auto-protect skips.",
+        c"Tables in these schemas are never protected automatically.",
+        &EXCLUDE_SCHEMAS,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
     GucRegistry::define_string_guc(
         c"tenantguard.tenant_setting",
         c"Name of the setting that holds the current tenant.",
@@ -90,4 +129,23 @@ pub fn role_setting() -> String {
 
 pub fn tenant_column() -> String {
     string_setting(&TENANT_COLUMN, DEFAULT_TENANT_COLUMN)
+}
+
+pub fn auto_protect() -> AutoProtect {
+    AUTO_PROTECT.get()
+}
+
+pub fn guard_enabled() -> bool {
+    GUARD.get()
+}
+
+pub fn exclude_schemas() -> Vec<String> {
+    EXCLUDE_SCHEMAS
+        .get()
+        .and_then(|s| s.into_string().ok())
+        .unwrap_or_default()
+        .split(',')
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
 }

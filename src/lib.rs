@@ -8,6 +8,7 @@ use pgrx::prelude::*;
 mod catalog;
 mod context;
 mod errors;
+mod guard;
 mod gucs;
 mod protect;
 mod sqlcheck;

@@ -39,6 +39,7 @@ struct RecordedPolicy {
 
 /// A registry row.
 struct Registration {
+    tenant_column: String,
     options: Option<ProtectOptions>,
     policies: Vec<RecordedPolicy>,
     rls_was_enabled: bool,
@@ -107,7 +108,7 @@ fn drop_policy_sql(rel: &RelInfo, name: &str) -> String {
 fn load_registration(rel: &RelInfo) -> Option<Registration> {
     spi(Spi::connect(|client| {
         let rows = client.select(
-            "SELECT options, policies, rls_was_enabled, rls_was_forced
+            "SELECT options, policies, rls_was_enabled, rls_was_forced, tenant_column::text
                FROM tenantguard.registry WHERE relid = $1",
             None,
             &[rel.oid.into()],
@@ -122,6 +123,7 @@ fn load_registration(rel: &RelInfo) -> Option<Registration> {
                 .and_then(|j| serde_json::from_value::<Vec<RecordedPolicy>>(j.0).ok())
                 .unwrap_or_default();
             out = Some(Registration {
+                tenant_column: row.get::<String>(5)?.unwrap_or_default(),
                 options,
                 policies,
                 rls_was_enabled: row.get::<bool>(3)?.unwrap_or(false),
@@ -138,9 +140,10 @@ fn live_policies(rel: &RelInfo) -> Vec<LivePolicy> {
             "SELECT p.polname::text, p.polcmd::text, p.polpermissive,
                     ARRAY(SELECT CASE WHEN r = 0 THEN 'public' ELSE pg_catalog.pg_get_userbyid(r)::text END
                             FROM pg_catalog.unnest(p.polroles) AS r ORDER BY 1),
-                    pg_catalog.pg_get_expr(p.polqual, p.polrelid),
-                    pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid)
-               FROM pg_catalog.pg_policy p WHERE p.polrelid = $1",
+                    e.using_expr, e.check_expr
+               FROM pg_catalog.pg_policy p
+               JOIN tenantguard._policy_exprs($1) e ON e.policy_name = p.polname
+              WHERE p.polrelid = $1",
             None,
             &[rel.oid.into()],
         )?;
@@ -247,6 +250,14 @@ fn plan_protect(rel: &RelInfo, column: &TenantColumn, options: &ProtectOptions) 
         did.push(format!("dropped policies {}", dropped.join(", ")));
     }
 
+    if is_exempt(rel) {
+        sql.push(format!(
+            "DELETE FROM tenantguard.exemptions WHERE relid = {}::regclass",
+            quote_literal(rel.qualified())
+        ));
+        did.push("removed its exemption".to_string());
+    }
+
     let registry_current = registration.as_ref().is_some_and(|r| {
         r.options.as_ref() == Some(options)
             && r.policies.len() == desired.len()
@@ -276,6 +287,10 @@ fn plan_protect(rel: &RelInfo, column: &TenantColumn, options: &ProtectOptions) 
         });
     }
 
+    // A protected table is guarded: the script declares the change first, as its owner.
+    if registration.is_some() && !sql.is_empty() {
+        sql.insert(0, allow_change_sql(rel));
+    }
     let account = if sql.is_empty() {
         format!("{}: already protected, nothing changed", rel.display())
     } else {
@@ -284,9 +299,24 @@ fn plan_protect(rel: &RelInfo, column: &TenantColumn, options: &ProtectOptions) 
     TablePlan { sql, account }
 }
 
+fn allow_change_sql(rel: &RelInfo) -> String {
+    format!(
+        "SELECT tenantguard._allow_change({}::regclass)",
+        quote_literal(rel.qualified())
+    )
+}
+
+fn is_exempt(rel: &RelInfo) -> bool {
+    crate::catalog::first_row::<bool>(
+        "SELECT true FROM tenantguard.exemptions WHERE relid = $1",
+        &[rel.oid.into()],
+    )
+    .unwrap_or(false)
+}
+
 fn plan_unprotect(rel: &RelInfo, registration: &Registration) -> TablePlan {
     let live = live_policies(rel);
-    let mut sql = Vec::new();
+    let mut sql = vec![allow_change_sql(rel)];
     let mut dropped = Vec::new();
     for p in &registration.policies {
         if live.iter().any(|l| l.name == p.spec.name) {
@@ -335,6 +365,7 @@ fn render_script(plans: &[TablePlan]) -> String {
 }
 
 fn execute(plans: &[TablePlan]) -> String {
+    let _busy = crate::guard::Busy::enter();
     for p in plans {
         for s in &p.sql {
             // Each generated statement must be exactly one statement: SPI would run them all.
@@ -504,10 +535,12 @@ fn _protect(tbl: pg_sys::Oid, args: JsonB) -> String {
     };
     let dry_run = args.dry_run;
     let options = resolve_options(args);
-    let column_name = options.tenant_column.clone();
+    protect_with(tbl, &options, dry_run)
+}
 
-    // Check every table first (the table, then each partition below it): nothing changes unless
-    // all of them can be protected.
+/// Protects a table and every partition below it with resolved options. Every table is checked
+/// before anything changes.
+fn protect_with(tbl: pg_sys::Oid, options: &ProtectOptions, dry_run: bool) -> String {
     let root = RelInfo::load(tbl);
     root.check_protectable("protect");
     let mut targets = vec![root.clone()];
@@ -516,14 +549,14 @@ fn _protect(tbl: pg_sys::Oid, args: JsonB) -> String {
         .into_iter()
         .map(|rel| {
             rel.check_protectable("protect");
-            let col = TenantColumn::load(&rel, &column_name);
+            let col = TenantColumn::load(&rel, &options.tenant_column);
             (rel, col)
         })
         .collect();
 
     let plans: Vec<TablePlan> = checked
         .iter()
-        .map(|(rel, col)| plan_protect(rel, col, &options))
+        .map(|(rel, col)| plan_protect(rel, col, options))
         .collect();
     if dry_run {
         let script = render_script(&plans);
@@ -537,6 +570,67 @@ fn _protect(tbl: pg_sys::Oid, args: JsonB) -> String {
         };
     }
     execute(&plans)
+}
+
+/// Auto-protect (event trigger): a partition or inheritance child takes its protected parent's
+/// options; any other table gets the default templates.
+pub fn auto_protect(tbl: pg_sys::Oid) -> String {
+    let inherited = crate::catalog::first_row::<JsonB>(
+        "SELECT r.options FROM pg_catalog.pg_inherits i
+           JOIN tenantguard.registry r ON r.relid = i.inhparent
+          WHERE i.inhrelid = $1 ORDER BY i.inhseqno LIMIT 1",
+        &[tbl.into()],
+    )
+    .and_then(|j| serde_json::from_value::<ProtectOptions>(j.0).ok());
+    let options = inherited.unwrap_or_else(|| {
+        let admin_exists = crate::catalog::first_row::<bool>(
+            "SELECT true FROM pg_catalog.pg_roles WHERE rolname = 'tenantguard_admin'",
+            &[],
+        )
+        .unwrap_or(false);
+        resolve_options(ProtectArgs {
+            admin_role: admin_exists.then(|| "tenantguard_admin".to_string()),
+            ..Default::default()
+        })
+    });
+    protect_with(tbl, &options, false)
+}
+
+/// What no longer matches the registry on a protected table (the guard's end-state check).
+pub fn drift(rel: &RelInfo) -> Vec<String> {
+    let Some(reg) = load_registration(rel) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    if !rel.rls_enabled {
+        out.push("row level security would be disabled".to_string());
+    }
+    if !rel.rls_forced {
+        out.push("row level security would no longer be forced".to_string());
+    }
+    let has_column = crate::catalog::first_row::<bool>(
+        "SELECT true FROM pg_catalog.pg_attribute
+          WHERE attrelid = $1 AND attname = $2 AND attnum > 0 AND NOT attisdropped",
+        &[rel.oid.into(), reg.tenant_column.as_str().into()],
+    )
+    .unwrap_or(false);
+    if !has_column {
+        out.push(format!(
+            "its tenant column \"{}\" would be renamed or dropped",
+            reg.tenant_column
+        ));
+    }
+    let live = live_policies(rel);
+    for p in &reg.policies {
+        match live.iter().find(|l| l.name == p.spec.name) {
+            None => out.push(format!("its policy \"{}\" would be gone", p.spec.name)),
+            Some(l) if !is_intact(&p.spec, l, Some(p)) => {
+                out.push(format!("its policy \"{}\" would be changed", p.spec.name))
+            }
+            Some(_) => {}
+        }
+    }
+    out
 }
 
 fn unprotect_plans(tbl: pg_sys::Oid) -> Option<Vec<TablePlan>> {
@@ -574,8 +668,72 @@ fn _unprotect(tbl: pg_sys::Oid, dry_run: bool) -> String {
     }
 }
 
+#[pg_extern(volatile, parallel_unsafe)]
+fn _exempt(tbl: pg_sys::Oid, reason: Option<&str>) -> String {
+    let rel = RelInfo::load(tbl);
+    rel.check_protectable("exempt");
+    let Some(reason) = reason else {
+        raise(
+            PgSqlErrorCode::ERRCODE_NULL_VALUE_NOT_ALLOWED,
+            format!("exempting table \"{}\" needs a reason", rel.display()),
+            "Say why the table stays unprotected, e.g. 'shared lookup data, no tenant rows'.",
+        );
+    };
+    if reason.trim().is_empty() {
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("exempting table \"{}\" needs a reason", rel.display()),
+            "Say why the table stays unprotected, e.g. 'shared lookup data, no tenant rows'.",
+        );
+    }
+    let mut account = Vec::new();
+    if let Some(plans) = unprotect_plans(tbl) {
+        account.push(execute(&plans));
+    }
+    spi(Spi::run_with_args(
+        "INSERT INTO tenantguard.exemptions AS x (relid, reason) VALUES ($1::oid::regclass, $2)
+         ON CONFLICT (relid) DO UPDATE
+            SET reason = EXCLUDED.reason, exempted_at = pg_catalog.now(), exempted_by = CURRENT_USER",
+        &[tbl.into(), reason.into()],
+    ));
+    account.push(format!("{}: exempt ({reason})", rel.display()));
+    account.join("\n")
+}
+
+#[pg_extern(volatile, parallel_unsafe)]
+fn _unexempt(tbl: pg_sys::Oid) -> String {
+    let rel = RelInfo::load(tbl);
+    rel.check_protectable("unexempt");
+    let removed = spi(Spi::connect_mut(|client| {
+        client
+            .update(
+                "DELETE FROM tenantguard.exemptions WHERE relid = $1::oid::regclass",
+                None,
+                &[tbl.into()],
+            )
+            .map(|t| !t.is_empty())
+    }));
+    if removed {
+        format!("{}: no longer exempt", rel.display())
+    } else {
+        let msg = format!("table \"{}\" is not exempt; nothing to do", rel.display());
+        notice!("{msg}");
+        msg
+    }
+}
+
 extension_sql!(
     r#"
+CREATE FUNCTION tenantguard.exempt(tbl regclass, reason text) RETURNS text
+LANGUAGE sql VOLATILE
+AS $$ SELECT tenantguard._exempt(tbl, reason) $$;
+COMMENT ON FUNCTION tenantguard.exempt(regclass, text) IS
+  'Record a deliberate exception: the table stays unprotected, auto-protect skips it, coverage() shows it as exempt.';
+
+CREATE FUNCTION tenantguard.unexempt(tbl regclass) RETURNS text
+LANGUAGE sql VOLATILE
+AS $$ SELECT tenantguard._unexempt(tbl) $$;
+
 CREATE FUNCTION tenantguard.protect(
     tbl regclass,
     tenant_column name DEFAULT NULL,
@@ -640,7 +798,7 @@ COMMENT ON FUNCTION tenantguard.unprotect_sql(regclass) IS
   'The SQL unprotect() would run, for the rollback half of a migration.';
 "#,
     name = "protect_api",
-    requires = [_protect, _unprotect, "bootstrap"],
+    requires = [_protect, _unprotect, _exempt, _unexempt, "bootstrap"],
 );
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -653,6 +811,8 @@ mod tests {
     }
 
     fn setup_two_tenants(key_type: &str, a: &str, b: &str) {
+        // These tests call protect() themselves.
+        Spi::run("SET LOCAL tenantguard.auto_protect = off").unwrap();
         Spi::run("CREATE ROLE tg_unit_app NOSUPERUSER NOBYPASSRLS").unwrap();
         Spi::run(&format!(
             "CREATE TABLE t (id int PRIMARY KEY, tenant_id {key_type} NOT NULL);
@@ -781,6 +941,28 @@ mod tests {
     fn protect_view() {
         Spi::run("CREATE VIEW v AS SELECT 1 AS tenant_id").unwrap();
         Spi::run("SELECT tenantguard.protect('v')").unwrap();
+    }
+
+    #[pg_test]
+    fn auto_protect_on_create_table() {
+        Spi::run("CREATE TABLE auto_t (id int, tenant_id text)").unwrap();
+        Spi::run("CREATE TABLE auto_plain (id int)").unwrap();
+        assert_eq!(
+            count("SELECT count(*) FROM tenantguard.registry WHERE relid = 'auto_t'::regclass"),
+            1
+        );
+        assert_eq!(
+            count("SELECT count(*) FROM tenantguard.registry WHERE relid = 'auto_plain'::regclass"),
+            0
+        );
+    }
+
+    #[pg_test(
+        error = "table \"public.guarded\" is protected by tenantguard: row level security would be disabled"
+    )]
+    fn guard_refuses_disable() {
+        Spi::run("CREATE TABLE guarded (id int, tenant_id text)").unwrap();
+        Spi::run("ALTER TABLE guarded DISABLE ROW LEVEL SECURITY").unwrap();
     }
 
     #[pg_test]

@@ -1,0 +1,436 @@
+//! Event triggers: every table that gains the tenant column is protected in the same transaction
+//! (auto-protect), protection cannot be switched off by accident (the guard), and dropped tables
+//! leave the registry (cleanup).
+//!
+//! Both triggers stand aside while tenantguard itself changes a table, while an extension script
+//! runs, and in sessions with `row_security = off`, which is how pg_dump scripts and pg_restore run:
+//! a restore brings back policies, RLS flags and the registry exactly as dumped.
+
+use crate::catalog::RelInfo;
+use crate::errors::{raise, spi};
+use crate::gucs::{self, AutoProtect};
+use crate::protect;
+use pgrx::pg_sys::panic::ErrorReport;
+use pgrx::prelude::*;
+use std::cell::{Cell, RefCell};
+use std::ffi::CStr;
+
+thread_local! {
+    /// Depth of tenantguard's own DDL (protect/unprotect): the triggers skip it.
+    static BUSY: Cell<u32> = const { Cell::new(0) };
+    /// Tables the current transaction may change outside protect()/unprotect(): the scripts from
+    /// dry runs and unprotect_sql() start with `_allow_change`. Keyed by local transaction id.
+    static ALLOWED: RefCell<(u32, Vec<pg_sys::Oid>)> = const { RefCell::new((0, Vec::new())) };
+}
+
+/// Marks tenantguard's own DDL for as long as it lives (also when an error unwinds).
+pub struct Busy;
+
+impl Busy {
+    pub fn enter() -> Busy {
+        BUSY.with(|b| b.set(b.get() + 1));
+        Busy
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        BUSY.with(|b| b.set(b.get().saturating_sub(1)));
+    }
+}
+
+fn busy() -> bool {
+    BUSY.with(|b| b.get() > 0)
+}
+
+fn local_xid() -> u32 {
+    // SAFETY: MyProc is set for every backend that runs SQL.
+    unsafe { (*pg_sys::MyProc).lxid }
+}
+
+fn is_allowed(oid: pg_sys::Oid) -> bool {
+    let lxid = local_xid();
+    ALLOWED.with(|a| {
+        let a = a.borrow();
+        a.0 == lxid && a.1.contains(&oid)
+    })
+}
+
+/// Lets the current transaction change a protected table's protection outside protect() and
+/// unprotect() (the first statement of their dry-run scripts). Only the table's owner may.
+#[pg_extern(volatile, parallel_unsafe)]
+fn _allow_change(tbl: pg_sys::Oid) {
+    let rel = RelInfo::load(tbl);
+    if !rel.is_owner {
+        raise(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            format!(
+                "must be owner of table \"{}\" to change its protection",
+                rel.display()
+            ),
+            format!(
+                "Run it as the table's owner \"{}\", a member of that role, or a superuser.",
+                rel.owner
+            ),
+        );
+    }
+    let lxid = local_xid();
+    ALLOWED.with(|a| {
+        let mut a = a.borrow_mut();
+        if a.0 != lxid {
+            *a = (lxid, Vec::new());
+        }
+        if !a.1.contains(&tbl) {
+            a.1.push(tbl);
+        }
+    });
+}
+
+/// pg_dump scripts and pg_restore run with row_security = off; an application session never
+/// does (its queries on protected tables would fail).
+fn restoring() -> bool {
+    // SAFETY: a plain GUC variable of the server.
+    unsafe { !pg_sys::row_security }
+}
+
+fn stand_aside() -> bool {
+    // SAFETY: a plain global of the server, true while CREATE/ALTER EXTENSION runs a script.
+    busy() || restoring() || unsafe { pg_sys::creating_extension }
+}
+
+/// The EventTriggerData of an event trigger call, or an error when called otherwise.
+unsafe fn event_data(fcinfo: pg_sys::FunctionCallInfo) -> *mut pg_sys::EventTriggerData {
+    let ctx = if fcinfo.is_null() {
+        std::ptr::null_mut()
+    } else {
+        (*fcinfo).context
+    };
+    if ctx.is_null() || (*ctx).type_ != pg_sys::NodeTag::T_EventTriggerData {
+        raise(
+            PgSqlErrorCode::ERRCODE_E_R_I_E_EVENT_TRIGGER_PROTOCOL_VIOLATED,
+            "tenantguard event trigger function called outside an event trigger",
+            "It is attached by CREATE EXTENSION tenantguard; do not call it directly.",
+        );
+    }
+    ctx as *mut pg_sys::EventTriggerData
+}
+
+#[no_mangle]
+#[doc(hidden)]
+pub extern "C" fn pg_finfo_tenantguard_ddl_command_end() -> &'static pg_sys::Pg_finfo_record {
+    const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+    &V1
+}
+
+#[no_mangle]
+#[doc(hidden)]
+pub extern "C" fn pg_finfo_tenantguard_sql_drop() -> &'static pg_sys::Pg_finfo_record {
+    const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
+    &V1
+}
+
+/// ddl_command_end: the guard's end-state check, then auto-protect.
+#[no_mangle]
+#[pg_guard]
+pub extern "C-unwind" fn tenantguard_ddl_command_end(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
+    // SAFETY: checked to be an event trigger call.
+    let parsetree = unsafe { (*event_data(fcinfo)).parsetree };
+    if !stand_aside() {
+        if gucs::guard_enabled() {
+            guard_end_state();
+        }
+        let mode = gucs::auto_protect();
+        if mode != AutoProtect::Off {
+            auto_protect(parsetree, mode);
+        }
+    }
+    pg_sys::Datum::from(0)
+}
+
+/// sql_drop: forget dropped tables; refuse dropping what protects a table that stays.
+#[no_mangle]
+#[pg_guard]
+pub extern "C-unwind" fn tenantguard_sql_drop(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    // SAFETY: only checks that this is an event trigger call.
+    unsafe { event_data(fcinfo) };
+    if !busy() && !restoring() && gucs::guard_enabled() {
+        guard_drops();
+    }
+    // Always, even during a restore or with the guard off: a dropped table's row must go.
+    spi(Spi::run(
+        "SELECT tenantguard._forget(ARRAY(
+             SELECT objid FROM pg_catalog.pg_event_trigger_dropped_objects()
+              WHERE classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND objsubid = 0))",
+    ));
+    pg_sys::Datum::from(0)
+}
+
+/// Every protected table the command touched must still be intact.
+fn guard_end_state() {
+    let touched: Vec<pg_sys::Oid> = spi(Spi::connect(|client| {
+        client
+            .select(
+                "SELECT DISTINCT r.relid::oid
+                   FROM pg_catalog.pg_event_trigger_ddl_commands() c
+                   LEFT JOIN pg_catalog.pg_policy p
+                          ON c.classid = 'pg_catalog.pg_policy'::pg_catalog.regclass AND p.oid = c.objid
+                   JOIN tenantguard.registry r
+                     ON r.relid = CASE WHEN c.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+                                       THEN c.objid ELSE p.polrelid END",
+                None,
+                &[],
+            )?
+            .map(|row| row.get::<pg_sys::Oid>(1).map(|o| o.unwrap_or_default()))
+            .collect::<Result<Vec<_>, _>>()
+    }));
+    for oid in touched {
+        if is_allowed(oid) {
+            continue;
+        }
+        let rel = RelInfo::load(oid);
+        if let Some(problem) = protect::drift(&rel).into_iter().next() {
+            ErrorReport::new(
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+                format!(
+                    "table \"{}\" is protected by tenantguard: {problem}",
+                    rel.display()
+                ),
+                "tenantguard",
+            )
+            .set_detail(
+                "tenantguard refuses DDL that switches a protected table's row level security \
+                 off or changes its policies.",
+            )
+            .set_hint(format!(
+                "To remove the protection, call SELECT tenantguard.unprotect('{}'); \
+                 to change it, call tenantguard.protect() with other arguments.",
+                rel.qualified().replace('\'', "''")
+            ))
+            .report(PgLogLevel::ERROR);
+        }
+    }
+}
+
+/// A dropped policy tenantguard made, or the tenant column, of a protected table that stays.
+fn guard_drops() {
+    let hits: Vec<(String, String, pg_sys::Oid)> = spi(Spi::connect(|client| {
+        client
+            .select(
+                "SELECT d.object_type, d.address_names[3], r.relid::oid
+                   FROM pg_catalog.pg_event_trigger_dropped_objects() d
+                   JOIN tenantguard.registry r
+                     ON r.relid = pg_catalog.to_regclass(
+                                    pg_catalog.format('%I.%I', d.address_names[1], d.address_names[2]))
+                  WHERE (d.object_type = 'policy'
+                         AND r.policies @> pg_catalog.jsonb_build_array(
+                                             pg_catalog.jsonb_build_object('name', d.address_names[3])))
+                     OR (d.object_type = 'table column' AND r.tenant_column::text = d.address_names[3])",
+                None,
+                &[],
+            )?
+            .map(|row| {
+                Ok((
+                    row.get::<String>(1)?.unwrap_or_default(),
+                    row.get::<String>(2)?.unwrap_or_default(),
+                    row.get::<pg_sys::Oid>(3)?.unwrap_or_default(),
+                ))
+            })
+            .collect::<Result<Vec<_>, pgrx::spi::Error>>()
+    }));
+    for (kind, name, oid) in hits {
+        if is_allowed(oid) {
+            continue;
+        }
+        let rel = RelInfo::load(oid);
+        let what = if kind == "policy" {
+            format!("policy \"{name}\"")
+        } else {
+            format!("tenant column \"{name}\"")
+        };
+        ErrorReport::new(
+            PgSqlErrorCode::ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST,
+            format!(
+                "cannot drop {what} of table \"{}\": the table is protected by tenantguard",
+                rel.display()
+            ),
+            "tenantguard",
+        )
+        .set_hint(format!(
+            "To remove the protection first, call SELECT tenantguard.unprotect('{}').",
+            rel.qualified().replace('\'', "''")
+        ))
+        .report(PgLogLevel::ERROR);
+    }
+}
+
+/// Tables the command created or gave the tenant column: CREATE TABLE (also AS, SELECT INTO,
+/// PARTITION OF, LIKE, INHERITS), ALTER TABLE ... ADD COLUMN / ATTACH PARTITION, and RENAME
+/// COLUMN ... TO the tenant column.
+fn gained_tenant_column(parsetree: *mut pg_sys::Node, column: &str) -> Vec<pg_sys::Oid> {
+    let mut out: Vec<pg_sys::Oid> = spi(Spi::connect(|client| {
+        client
+            .select(
+                "SELECT objid FROM pg_catalog.pg_event_trigger_ddl_commands()
+                  WHERE classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND objsubid = 0
+                    AND object_type = 'table' AND NOT in_extension
+                    AND command_tag IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO')",
+                None,
+                &[],
+            )?
+            .map(|row| row.get::<pg_sys::Oid>(1).map(|o| o.unwrap_or_default()))
+            .collect::<Result<Vec<_>, _>>()
+    }));
+    // SAFETY: the parse tree of the statement that fired the trigger, read-only; every node is
+    // checked for its tag before it is cast.
+    unsafe {
+        if parsetree.is_null() {
+            return out;
+        }
+        let resolve = |rv: *mut pg_sys::RangeVar| -> Option<pg_sys::Oid> {
+            if rv.is_null() {
+                return None;
+            }
+            let oid = pg_sys::RangeVarGetRelidExtended(
+                rv,
+                pg_sys::NoLock as pg_sys::LOCKMODE,
+                pg_sys::RVROption::RVR_MISSING_OK,
+                None,
+                std::ptr::null_mut(),
+            );
+            (oid != pg_sys::InvalidOid).then_some(oid)
+        };
+        let named = |p: *const std::ffi::c_char| {
+            !p.is_null() && CStr::from_ptr(p).to_str().is_ok_and(|s| s == column)
+        };
+        match (*parsetree).type_ {
+            pg_sys::NodeTag::T_AlterTableStmt => {
+                let stmt = parsetree as *mut pg_sys::AlterTableStmt;
+                let cmds = (*stmt).cmds;
+                let n = if cmds.is_null() { 0 } else { (*cmds).length };
+                for i in 0..n as usize {
+                    let cmd = (*(*cmds).elements.add(i)).ptr_value as *mut pg_sys::AlterTableCmd;
+                    if cmd.is_null() || (*cmd).type_ != pg_sys::NodeTag::T_AlterTableCmd {
+                        continue;
+                    }
+                    let def = (*cmd).def;
+                    match (*cmd).subtype {
+                        pg_sys::AlterTableType::AT_AddColumn
+                            if !def.is_null()
+                                && (*def).type_ == pg_sys::NodeTag::T_ColumnDef
+                                && named((*(def as *mut pg_sys::ColumnDef)).colname) =>
+                        {
+                            out.extend(resolve((*stmt).relation));
+                        }
+                        pg_sys::AlterTableType::AT_AttachPartition
+                            if !def.is_null()
+                                && (*def).type_ == pg_sys::NodeTag::T_PartitionCmd =>
+                        {
+                            out.extend(resolve((*(def as *mut pg_sys::PartitionCmd)).name));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            pg_sys::NodeTag::T_RenameStmt => {
+                let stmt = parsetree as *mut pg_sys::RenameStmt;
+                if (*stmt).renameType == pg_sys::ObjectType::OBJECT_COLUMN && named((*stmt).newname)
+                {
+                    out.extend(resolve((*stmt).relation));
+                }
+            }
+            _ => {}
+        }
+    }
+    out.sort_by_key(|o| o.to_u32());
+    out.dedup();
+    out
+}
+
+fn auto_protect(parsetree: *mut pg_sys::Node, mode: AutoProtect) {
+    let column = gucs::tenant_column();
+    let candidates = gained_tenant_column(parsetree, &column);
+    if candidates.is_empty() {
+        return;
+    }
+    let excluded = gucs::exclude_schemas();
+    // Keep the ordinary and partitioned tables with the tenant column that nobody decided about.
+    let todo: Vec<(pg_sys::Oid, String)> = spi(Spi::connect(|client| {
+        client
+            .select(
+                "SELECT c.oid, pg_catalog.format('%I.%I', n.nspname, c.relname)
+                   FROM pg_catalog.pg_class c
+                   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                  WHERE c.oid = ANY($1) AND c.relkind IN ('r', 'p') AND c.relpersistence <> 't'
+                    AND n.nspname <> 'tenantguard' AND NOT (n.nspname = ANY($2))
+                    AND EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                                 WHERE a.attrelid = c.oid AND a.attname = $3
+                                   AND a.attnum > 0 AND NOT a.attisdropped)
+                    AND NOT EXISTS (SELECT 1 FROM tenantguard.registry r WHERE r.relid = c.oid)
+                    AND NOT EXISTS (SELECT 1 FROM tenantguard.exemptions x WHERE x.relid = c.oid)
+                    AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
+                                     WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+                                       AND d.objid = c.oid AND d.deptype = 'e')
+                  ORDER BY c.oid",
+                None,
+                &[candidates.into(), excluded.into(), column.as_str().into()],
+            )?
+            .map(|row| {
+                Ok((
+                    row.get::<pg_sys::Oid>(1)?.unwrap_or_default(),
+                    row.get::<String>(2)?.unwrap_or_default(),
+                ))
+            })
+            .collect::<Result<Vec<_>, pgrx::spi::Error>>()
+    }));
+    for (oid, name) in todo {
+        match mode {
+            AutoProtect::Warn => ErrorReport::new(
+                PgSqlErrorCode::ERRCODE_WARNING,
+                format!("table \"{name}\" has a tenant column \"{column}\" but is not protected"),
+                "tenantguard",
+            )
+            .set_hint(format!(
+                "Call SELECT tenantguard.protect('{}'), or tenantguard.exempt() it with a reason.",
+                name.replace('\'', "''")
+            ))
+            .report(PgLogLevel::WARNING),
+            AutoProtect::On => {
+                let account = protect::auto_protect(oid);
+                notice!("tenantguard auto-protect: {account}");
+            }
+            AutoProtect::Off => {}
+        }
+    }
+}
+
+extension_sql!(
+    r#"
+-- Forget dropped tables. SECURITY DEFINER because the registry only lets a table's owner delete
+-- its row, and a dropped table has no owner any more. It only removes rows of tables that no longer
+-- exist, so any role may call it (the sql_drop trigger runs as whoever drops the table).
+CREATE FUNCTION tenantguard._forget(oids oid[]) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+  DELETE FROM tenantguard.registry
+   WHERE relid::oid = ANY (oids)
+     AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = relid::oid);
+  DELETE FROM tenantguard.exemptions
+   WHERE relid::oid = ANY (oids)
+     AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = relid::oid);
+$$;
+
+CREATE FUNCTION tenantguard._ddl_command_end() RETURNS event_trigger
+LANGUAGE c AS 'MODULE_PATHNAME', 'tenantguard_ddl_command_end';
+CREATE FUNCTION tenantguard._sql_drop() RETURNS event_trigger
+LANGUAGE c AS 'MODULE_PATHNAME', 'tenantguard_sql_drop';
+CREATE EVENT TRIGGER tenantguard_ddl_command_end ON ddl_command_end
+  EXECUTE FUNCTION tenantguard._ddl_command_end();
+CREATE EVENT TRIGGER tenantguard_sql_drop ON sql_drop
+  EXECUTE FUNCTION tenantguard._sql_drop();
+"#,
+    name = "event_triggers",
+    finalize,
+);
