@@ -3,6 +3,31 @@
 use crate::errors::{raise, spi};
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
+use pgrx::spi::{OwnedPreparedStatement, SpiTupleTable};
+use pgrx::PgOid;
+use std::cell::OnceCell;
+use std::thread::LocalKey;
+
+/// Runs a query through a plan prepared once per backend and kept. The event triggers run the same
+/// catalog query for every DDL statement, and planning it costs several times more than running it.
+pub fn kept_select<R>(
+    plan: &'static LocalKey<OnceCell<OwnedPreparedStatement>>,
+    sql: &str,
+    types: &[PgOid],
+    args: &[DatumWithOid<'_>],
+    read: impl FnOnce(SpiTupleTable<'_>) -> Result<R, pgrx::spi::Error>,
+) -> R {
+    plan.with(|cell| {
+        spi(Spi::connect(|client| {
+            if cell.get().is_none() {
+                let kept = client.prepare(sql, types)?.keep();
+                let _ = cell.set(kept);
+            }
+            let stmt = cell.get().expect("plan prepared above");
+            read(client.select(stmt, None, args)?)
+        }))
+    })
+}
 
 /// The first column of the first row of a query, or `None` when it returns no row (or NULL).
 pub fn first_row<T: FromDatum + IntoDatum>(sql: &str, args: &[DatumWithOid<'_>]) -> Option<T> {

@@ -6,16 +6,20 @@
 //! runs, and in sessions with `row_security = off`, which is how pg_dump scripts and pg_restore run:
 //! a restore brings back policies, RLS flags and the registry exactly as dumped.
 
-use crate::catalog::RelInfo;
+use crate::catalog::{kept_select, RelInfo};
 use crate::errors::{raise, spi};
 use crate::gucs::{self, AutoProtect};
 use crate::protect;
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
-use std::cell::{Cell, RefCell};
+use pgrx::spi::OwnedPreparedStatement;
+use pgrx::{PgBuiltInOids, PgOid};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::ffi::CStr;
 
 thread_local! {
+    static TOUCHED_PLAN: OnceCell<OwnedPreparedStatement> = const { OnceCell::new() };
+    static CANDIDATES_PLAN: OnceCell<OwnedPreparedStatement> = const { OnceCell::new() };
     /// Depth of tenantguard's own DDL (protect/unprotect): the triggers skip it.
     static BUSY: Cell<u32> = const { Cell::new(0) };
     /// Tables the current transaction may change outside protect()/unprotect(): the scripts from
@@ -137,8 +141,19 @@ pub extern "C-unwind" fn tenantguard_ddl_command_end(
 ) -> pg_sys::Datum {
     // SAFETY: checked to be an event trigger call.
     let parsetree = unsafe { (*event_data(fcinfo)).parsetree };
-    if !stand_aside() {
-        if gucs::guard_enabled() {
+    if !stand_aside() && !parsetree.is_null() {
+        // Only these statements can switch an existing table's protection off; everything else
+        // (CREATE TABLE above all) skips the guard's catalog query.
+        // SAFETY: a parse tree node from the server.
+        let tag = unsafe { (*parsetree).type_ };
+        if gucs::guard_enabled()
+            && matches!(
+                tag,
+                pg_sys::NodeTag::T_AlterTableStmt
+                    | pg_sys::NodeTag::T_AlterPolicyStmt
+                    | pg_sys::NodeTag::T_RenameStmt
+            )
+        {
             guard_end_state();
         }
         let mode = gucs::auto_protect();
@@ -169,22 +184,22 @@ pub extern "C-unwind" fn tenantguard_sql_drop(fcinfo: pg_sys::FunctionCallInfo) 
 
 /// Every protected table the command touched must still be intact.
 fn guard_end_state() {
-    let touched: Vec<pg_sys::Oid> = spi(Spi::connect(|client| {
-        client
-            .select(
-                "SELECT DISTINCT r.relid::oid
-                   FROM pg_catalog.pg_event_trigger_ddl_commands() c
-                   LEFT JOIN pg_catalog.pg_policy p
-                          ON c.classid = 'pg_catalog.pg_policy'::pg_catalog.regclass AND p.oid = c.objid
-                   JOIN tenantguard.registry r
-                     ON r.relid = CASE WHEN c.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
-                                       THEN c.objid ELSE p.polrelid END",
-                None,
-                &[],
-            )?
-            .map(|row| row.get::<pg_sys::Oid>(1).map(|o| o.unwrap_or_default()))
-            .collect::<Result<Vec<_>, _>>()
-    }));
+    let touched: Vec<pg_sys::Oid> = kept_select(
+        &TOUCHED_PLAN,
+        "SELECT DISTINCT r.relid::oid
+           FROM pg_catalog.pg_event_trigger_ddl_commands() c
+           LEFT JOIN pg_catalog.pg_policy p
+                  ON c.classid = 'pg_catalog.pg_policy'::pg_catalog.regclass AND p.oid = c.objid
+           JOIN tenantguard.registry r
+             ON r.relid = CASE WHEN c.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
+                               THEN c.objid ELSE p.polrelid END",
+        &[],
+        &[],
+        |rows| {
+            rows.map(|row| row.get::<pg_sys::Oid>(1).map(|o| o.unwrap_or_default()))
+                .collect()
+        },
+    );
     for oid in touched {
         if is_allowed(oid) {
             continue;
@@ -266,30 +281,30 @@ fn guard_drops() {
 }
 
 /// Tables the command created or gave the tenant column: CREATE TABLE (also AS, SELECT INTO,
-/// PARTITION OF, LIKE, INHERITS), ALTER TABLE ... ADD COLUMN / ATTACH PARTITION, and RENAME
-/// COLUMN ... TO the tenant column.
+/// PARTITION OF, LIKE, INHERITS, OF type), CREATE SCHEMA ... CREATE TABLE, ALTER TABLE ... ADD
+/// COLUMN / ATTACH PARTITION, and RENAME COLUMN ... TO the tenant column.
+///
+/// Read from the statement's parse tree, so that the common case (a table without the tenant
+/// column) costs no catalog query at all.
 fn gained_tenant_column(parsetree: *mut pg_sys::Node, column: &str) -> Vec<pg_sys::Oid> {
-    let mut out: Vec<pg_sys::Oid> = spi(Spi::connect(|client| {
-        client
-            .select(
-                "SELECT objid FROM pg_catalog.pg_event_trigger_ddl_commands()
-                  WHERE classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND objsubid = 0
-                    AND object_type = 'table' AND NOT in_extension
-                    AND command_tag IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO')",
-                None,
-                &[],
-            )?
-            .map(|row| row.get::<pg_sys::Oid>(1).map(|o| o.unwrap_or_default()))
-            .collect::<Result<Vec<_>, _>>()
-    }));
+    let mut out = Vec::new();
     // SAFETY: the parse tree of the statement that fired the trigger, read-only; every node is
     // checked for its tag before it is cast.
     unsafe {
-        if parsetree.is_null() {
-            return out;
-        }
+        let is = |n: *mut pg_sys::Node, tag: pg_sys::NodeTag| !n.is_null() && (*n).type_ == tag;
+        let list = |l: *mut pg_sys::List| -> Vec<*mut pg_sys::Node> {
+            if l.is_null() {
+                return Vec::new();
+            }
+            (0..(*l).length as usize)
+                .map(|i| (*(*l).elements.add(i)).ptr_value as *mut pg_sys::Node)
+                .collect()
+        };
+        let named = |p: *const std::ffi::c_char| {
+            !p.is_null() && CStr::from_ptr(p).to_str().is_ok_and(|s| s == column)
+        };
         let resolve = |rv: *mut pg_sys::RangeVar| -> Option<pg_sys::Oid> {
-            if rv.is_null() {
+            if rv.is_null() || (*rv).relpersistence as u8 == pg_sys::RELPERSISTENCE_TEMP {
                 return None;
             }
             let oid = pg_sys::RangeVarGetRelidExtended(
@@ -301,31 +316,44 @@ fn gained_tenant_column(parsetree: *mut pg_sys::Node, column: &str) -> Vec<pg_sy
             );
             (oid != pg_sys::InvalidOid).then_some(oid)
         };
-        let named = |p: *const std::ffi::c_char| {
-            !p.is_null() && CStr::from_ptr(p).to_str().is_ok_and(|s| s == column)
-        };
         match (*parsetree).type_ {
+            pg_sys::NodeTag::T_CreateStmt => {
+                let stmt = parsetree as *mut pg_sys::CreateStmt;
+                let may_have = !(*stmt).inhRelations.is_null()
+                    || !(*stmt).partbound.is_null()
+                    || !(*stmt).ofTypename.is_null()
+                    || list((*stmt).tableElts).into_iter().any(|e| {
+                        is(e, pg_sys::NodeTag::T_TableLikeClause)
+                            || (is(e, pg_sys::NodeTag::T_ColumnDef)
+                                && named((*(e as *mut pg_sys::ColumnDef)).colname))
+                    });
+                if may_have {
+                    out.extend(resolve((*stmt).relation));
+                }
+            }
+            pg_sys::NodeTag::T_CreateTableAsStmt => {
+                let stmt = parsetree as *mut pg_sys::CreateTableAsStmt;
+                if (*stmt).objtype == pg_sys::ObjectType::OBJECT_TABLE && !(*stmt).into.is_null() {
+                    out.extend(resolve((*(*stmt).into).rel));
+                }
+            }
             pg_sys::NodeTag::T_AlterTableStmt => {
                 let stmt = parsetree as *mut pg_sys::AlterTableStmt;
-                let cmds = (*stmt).cmds;
-                let n = if cmds.is_null() { 0 } else { (*cmds).length };
-                for i in 0..n as usize {
-                    let cmd = (*(*cmds).elements.add(i)).ptr_value as *mut pg_sys::AlterTableCmd;
-                    if cmd.is_null() || (*cmd).type_ != pg_sys::NodeTag::T_AlterTableCmd {
+                for cmd in list((*stmt).cmds) {
+                    if !is(cmd, pg_sys::NodeTag::T_AlterTableCmd) {
                         continue;
                     }
+                    let cmd = cmd as *mut pg_sys::AlterTableCmd;
                     let def = (*cmd).def;
                     match (*cmd).subtype {
                         pg_sys::AlterTableType::AT_AddColumn
-                            if !def.is_null()
-                                && (*def).type_ == pg_sys::NodeTag::T_ColumnDef
+                            if is(def, pg_sys::NodeTag::T_ColumnDef)
                                 && named((*(def as *mut pg_sys::ColumnDef)).colname) =>
                         {
                             out.extend(resolve((*stmt).relation));
                         }
                         pg_sys::AlterTableType::AT_AttachPartition
-                            if !def.is_null()
-                                && (*def).type_ == pg_sys::NodeTag::T_PartitionCmd =>
+                            if is(def, pg_sys::NodeTag::T_PartitionCmd) =>
                         {
                             out.extend(resolve((*(def as *mut pg_sys::PartitionCmd)).name));
                         }
@@ -340,12 +368,33 @@ fn gained_tenant_column(parsetree: *mut pg_sys::Node, column: &str) -> Vec<pg_sy
                     out.extend(resolve((*stmt).relation));
                 }
             }
+            pg_sys::NodeTag::T_CreateSchemaStmt => {
+                // The tables of CREATE SCHEMA ... CREATE TABLE live in a schema that is not on
+                // the search_path: ask the server which tables the command created.
+                out.extend(created_tables());
+            }
             _ => {}
         }
     }
     out.sort_by_key(|o| o.to_u32());
     out.dedup();
     out
+}
+
+fn created_tables() -> Vec<pg_sys::Oid> {
+    spi(Spi::connect(|client| {
+        client
+            .select(
+                "SELECT objid FROM pg_catalog.pg_event_trigger_ddl_commands()
+                  WHERE classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND objsubid = 0
+                    AND object_type = 'table' AND NOT in_extension
+                    AND command_tag IN ('CREATE TABLE', 'CREATE TABLE AS', 'SELECT INTO')",
+                None,
+                &[],
+            )?
+            .map(|row| row.get::<pg_sys::Oid>(1).map(|o| o.unwrap_or_default()))
+            .collect::<Result<Vec<_>, _>>()
+    }))
 }
 
 fn auto_protect(parsetree: *mut pg_sys::Node, mode: AutoProtect) {
@@ -356,13 +405,17 @@ fn auto_protect(parsetree: *mut pg_sys::Node, mode: AutoProtect) {
     }
     let excluded = gucs::exclude_schemas();
     // Keep the ordinary and partitioned tables with the tenant column that nobody decided about.
-    let todo: Vec<(pg_sys::Oid, String)> = spi(Spi::connect(|client| {
-        client
-            .select(
-                "SELECT c.oid, pg_catalog.format('%I.%I', n.nspname, c.relname)
+    // One probe per table (usually just one): with `c.oid = $1` the kept generic plan stays an
+    // index lookup, where `= ANY($1)` would plan a scan of pg_class.
+    let todo: Vec<(pg_sys::Oid, String)> = candidates
+        .into_iter()
+        .filter_map(|oid| {
+            kept_select(
+                &CANDIDATES_PLAN,
+                "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname)
                    FROM pg_catalog.pg_class c
                    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-                  WHERE c.oid = ANY($1) AND c.relkind IN ('r', 'p') AND c.relpersistence <> 't'
+                  WHERE c.oid = $1 AND c.relkind IN ('r', 'p') AND c.relpersistence <> 't'
                     AND n.nspname <> 'tenantguard' AND NOT (n.nspname = ANY($2))
                     AND EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
                                  WHERE a.attrelid = c.oid AND a.attname = $3
@@ -371,19 +424,24 @@ fn auto_protect(parsetree: *mut pg_sys::Node, mode: AutoProtect) {
                     AND NOT EXISTS (SELECT 1 FROM tenantguard.exemptions x WHERE x.relid = c.oid)
                     AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d
                                      WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
-                                       AND d.objid = c.oid AND d.deptype = 'e')
-                  ORDER BY c.oid",
-                None,
-                &[candidates.into(), excluded.into(), column.as_str().into()],
-            )?
-            .map(|row| {
-                Ok((
-                    row.get::<pg_sys::Oid>(1)?.unwrap_or_default(),
-                    row.get::<String>(2)?.unwrap_or_default(),
-                ))
-            })
-            .collect::<Result<Vec<_>, pgrx::spi::Error>>()
-    }));
+                                       AND d.objid = c.oid AND d.deptype = 'e')",
+                &[
+                    PgOid::BuiltIn(PgBuiltInOids::OIDOID),
+                    PgOid::BuiltIn(PgBuiltInOids::TEXTARRAYOID),
+                    PgOid::BuiltIn(PgBuiltInOids::TEXTOID),
+                ],
+                &[oid.into(), excluded.clone().into(), column.as_str().into()],
+                |rows| {
+                    let mut name = None;
+                    for row in rows {
+                        name = row.get::<String>(1)?;
+                    }
+                    Ok(name)
+                },
+            )
+            .map(|name| (oid, name))
+        })
+        .collect();
     for (oid, name) in todo {
         match mode {
             AutoProtect::Warn => ErrorReport::new(

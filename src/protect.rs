@@ -196,19 +196,23 @@ fn plan_protect(rel: &RelInfo, column: &TenantColumn, options: &ProtectOptions) 
 
     let mut sql = Vec::new();
     let mut did = Vec::new();
+    // One ALTER TABLE for both flags: each DDL statement costs a catalog update and a relcache
+    // invalidation.
+    let mut flags = Vec::new();
     if !rel.rls_enabled {
-        sql.push(format!(
-            "ALTER TABLE {} ENABLE ROW LEVEL SECURITY",
-            rel.qualified()
-        ));
+        flags.push("ENABLE ROW LEVEL SECURITY");
         did.push("enabled row level security".to_string());
     }
     if !rel.rls_forced {
-        sql.push(format!(
-            "ALTER TABLE {} FORCE ROW LEVEL SECURITY",
-            rel.qualified()
-        ));
+        flags.push("FORCE ROW LEVEL SECURITY");
         did.push("forced row level security".to_string());
+    }
+    if !flags.is_empty() {
+        sql.push(format!(
+            "ALTER TABLE {} {}",
+            rel.qualified(),
+            flags.join(", ")
+        ));
     }
 
     // Policies tenantguard made before that the options no longer ask for.
