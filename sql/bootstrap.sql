@@ -71,51 +71,6 @@ CREATE POLICY exemptions_delete ON tenantguard.exemptions FOR DELETE
   USING (tenantguard._owns(relid));
 GRANT SELECT, INSERT, UPDATE, DELETE ON tenantguard.exemptions TO PUBLIC;
 
--- A table's policy expressions, deparsed under fixed settings: deparsed text depends on
--- search_path (qualification), DateStyle, IntervalStyle, TimeZone and float output, and tenantguard
--- compares what it recorded with what is there now, from whichever session runs the DDL.
-CREATE FUNCTION tenantguard._policy_exprs(rel regclass)
-RETURNS TABLE (policy_name name, using_expr text, check_expr text)
-LANGUAGE sql STABLE
-SET search_path = pg_catalog, pg_temp
-SET datestyle = 'ISO, YMD'
-SET intervalstyle = 'postgres'
-SET timezone = 'UTC'
-SET extra_float_digits = 3
-SET bytea_output = 'hex'
-AS $$
-  SELECT p.polname, pg_get_expr(p.polqual, p.polrelid), pg_get_expr(p.polwithcheck, p.polrelid)
-    FROM pg_policy p WHERE p.polrelid = rel
-$$;
-
--- Records a table after protect() has created its policies. The deparsed policy expressions are
--- read back from pg_policy, so a later protect() can tell a policy someone altered from one left
--- as it was made. rls_was_* keep the flags from before the first protect(), for unprotect().
-CREATE FUNCTION tenantguard._register(
-    tbl regclass, tenant_column name, options jsonb, policies jsonb,
-    rls_was_enabled boolean, rls_was_forced boolean)
-RETURNS void
-LANGUAGE sql VOLATILE
-AS $$
-  INSERT INTO tenantguard.registry AS r
-         (relid, tenant_column, options, policies, rls_was_enabled, rls_was_forced)
-  SELECT tbl, tenant_column, options,
-         COALESCE((SELECT pg_catalog.jsonb_agg(
-                            p.spec || pg_catalog.jsonb_build_object(
-                              'using_expr', e.using_expr, 'check_expr', e.check_expr)
-                            ORDER BY p.ord)
-                     FROM pg_catalog.jsonb_array_elements(policies) WITH ORDINALITY AS p(spec, ord)
-                     LEFT JOIN tenantguard._policy_exprs(tbl) e
-                            ON e.policy_name = (p.spec ->> 'name')), '[]'),
-         rls_was_enabled, rls_was_forced
-  ON CONFLICT (relid) DO UPDATE
-     SET tenant_column = EXCLUDED.tenant_column,
-         options       = EXCLUDED.options,
-         policies      = EXCLUDED.policies,
-         protected_at  = pg_catalog.now(),
-         protected_by  = CURRENT_USER
-$$;
-
 CREATE FUNCTION tenantguard._unregister(tbl regclass) RETURNS void
 LANGUAGE sql VOLATILE
 AS $$ DELETE FROM tenantguard.registry WHERE relid = tbl $$;

@@ -4,7 +4,7 @@ use crate::errors::{raise, spi};
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use pgrx::spi::{OwnedPreparedStatement, SpiTupleTable};
-use pgrx::PgOid;
+use pgrx::{PgBuiltInOids, PgOid};
 use std::cell::OnceCell;
 use std::thread::LocalKey;
 
@@ -28,6 +28,44 @@ pub fn kept_select<R>(
         }))
     })
 }
+
+/// Like [`kept_select`], for a statement that writes.
+pub fn kept_update(
+    plan: &'static LocalKey<OnceCell<OwnedPreparedStatement>>,
+    sql: &str,
+    types: &[PgOid],
+    args: &[DatumWithOid<'_>],
+) -> usize {
+    plan.with(|cell| {
+        spi(Spi::connect_mut(|client| {
+            if cell.get().is_none() {
+                let kept = client.prepare_mut(sql, types)?.keep();
+                let _ = cell.set(kept);
+            }
+            let stmt = cell.get().expect("plan prepared above");
+            client.update(stmt, None, args).map(|t| t.len())
+        }))
+    })
+}
+
+/// The first column of the first row through a kept plan, or `None` for no row (or NULL).
+pub fn kept_first<T: FromDatum + IntoDatum>(
+    plan: &'static LocalKey<OnceCell<OwnedPreparedStatement>>,
+    sql: &str,
+    types: &[PgOid],
+    args: &[DatumWithOid<'_>],
+) -> Option<T> {
+    kept_select(plan, sql, types, args, |rows| {
+        if rows.is_empty() {
+            Ok(None)
+        } else {
+            rows.first().get_one::<T>()
+        }
+    })
+}
+
+pub const OID: PgOid = PgOid::BuiltIn(PgBuiltInOids::OIDOID);
+pub const TEXT: PgOid = PgOid::BuiltIn(PgBuiltInOids::TEXTOID);
 
 /// The first column of the first row of a query, or `None` when it returns no row (or NULL).
 pub fn first_row<T: FromDatum + IntoDatum>(sql: &str, args: &[DatumWithOid<'_>]) -> Option<T> {
@@ -58,38 +96,42 @@ pub struct RelInfo {
 
 impl RelInfo {
     pub fn load(oid: pg_sys::Oid) -> RelInfo {
-        let found = spi(Spi::connect(|client| {
-            let rows = client.select(
-                "SELECT CASE WHEN c.relpersistence = 't' THEN 'pg_temp' ELSE n.nspname::text END,
-                        c.relname::text, c.relkind::text, c.relpersistence::text,
-                        c.relrowsecurity, c.relforcerowsecurity,
-                        pg_catalog.pg_has_role(c.relowner, 'USAGE'),
-                        pg_catalog.pg_get_userbyid(c.relowner)::text,
-                        (c.oid < 16384 OR n.nspname IN ('pg_catalog', 'information_schema')
-                         OR n.nspname LIKE 'pg\\_toast%')
-                   FROM pg_catalog.pg_class c
-                   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
-                  WHERE c.oid = $1",
-                None,
-                &[oid.into()],
-            )?;
-            let mut out = None;
-            for row in rows {
-                out = Some(RelInfo {
-                    oid,
-                    schema: row.get::<String>(1)?.unwrap_or_default(),
-                    name: row.get::<String>(2)?.unwrap_or_default(),
-                    relkind: row.get::<String>(3)?.unwrap_or_default(),
-                    persistence: row.get::<String>(4)?.unwrap_or_default(),
-                    rls_enabled: row.get::<bool>(5)?.unwrap_or(false),
-                    rls_forced: row.get::<bool>(6)?.unwrap_or(false),
-                    is_owner: row.get::<bool>(7)?.unwrap_or(false),
-                    owner: row.get::<String>(8)?.unwrap_or_default(),
-                    is_system: row.get::<bool>(9)?.unwrap_or(false),
-                });
-            }
-            Ok::<_, pgrx::spi::Error>(out)
-        }));
+        thread_local! {
+            static PLAN: OnceCell<OwnedPreparedStatement> = const { OnceCell::new() };
+        }
+        let found = kept_select(
+            &PLAN,
+            "SELECT CASE WHEN c.relpersistence = 't' THEN 'pg_temp' ELSE n.nspname::text END,
+                    c.relname::text, c.relkind::text, c.relpersistence::text,
+                    c.relrowsecurity, c.relforcerowsecurity,
+                    pg_catalog.pg_has_role(c.relowner, 'USAGE'),
+                    pg_catalog.pg_get_userbyid(c.relowner)::text,
+                    (c.oid < 16384 OR n.nspname IN ('pg_catalog', 'information_schema')
+                     OR n.nspname LIKE 'pg\\_toast%')
+               FROM pg_catalog.pg_class c
+               JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+              WHERE c.oid = $1",
+            &[OID],
+            &[oid.into()],
+            |rows| {
+                let mut out = None;
+                for row in rows {
+                    out = Some(RelInfo {
+                        oid,
+                        schema: row.get::<String>(1)?.unwrap_or_default(),
+                        name: row.get::<String>(2)?.unwrap_or_default(),
+                        relkind: row.get::<String>(3)?.unwrap_or_default(),
+                        persistence: row.get::<String>(4)?.unwrap_or_default(),
+                        rls_enabled: row.get::<bool>(5)?.unwrap_or(false),
+                        rls_forced: row.get::<bool>(6)?.unwrap_or(false),
+                        is_owner: row.get::<bool>(7)?.unwrap_or(false),
+                        owner: row.get::<String>(8)?.unwrap_or_default(),
+                        is_system: row.get::<bool>(9)?.unwrap_or(false),
+                    });
+                }
+                Ok(out)
+            },
+        );
         match found {
             Some(info) => info,
             None => raise(
@@ -210,26 +252,30 @@ pub const SUPPORTED_TYPES: &str = "uuid, text, varchar, bigint, integer or small
 
 impl TenantColumn {
     pub fn load(rel: &RelInfo, column: &str) -> TenantColumn {
-        let found = spi(Spi::connect(|client| {
-            let rows = client.select(
-                "SELECT bt.typname::text, pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnotnull
-                   FROM pg_catalog.pg_attribute a
-                   JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
-                   JOIN pg_catalog.pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
-                  WHERE a.attrelid = $1 AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped",
-                None,
-                &[rel.oid.into(), column.into()],
-            )?;
-            let mut out = None;
-            for row in rows {
-                out = Some((
-                    row.get::<String>(1)?.unwrap_or_default(),
-                    row.get::<String>(2)?.unwrap_or_default(),
-                    row.get::<bool>(3)?.unwrap_or(false),
-                ));
-            }
-            Ok::<_, pgrx::spi::Error>(out)
-        }));
+        thread_local! {
+            static PLAN: OnceCell<OwnedPreparedStatement> = const { OnceCell::new() };
+        }
+        let found = kept_select(
+            &PLAN,
+            "SELECT bt.typname::text, pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnotnull
+               FROM pg_catalog.pg_attribute a
+               JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+               JOIN pg_catalog.pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+              WHERE a.attrelid = $1 AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped",
+            &[OID, TEXT],
+            &[rel.oid.into(), column.into()],
+            |rows| {
+                let mut out = None;
+                for row in rows {
+                    out = Some((
+                        row.get::<String>(1)?.unwrap_or_default(),
+                        row.get::<String>(2)?.unwrap_or_default(),
+                        row.get::<bool>(3)?.unwrap_or(false),
+                    ));
+                }
+                Ok(out)
+            },
+        );
         let Some((base_type, shown_type, not_null)) = found else {
             raise(
                 PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,

@@ -146,15 +146,16 @@ pub extern "C-unwind" fn tenantguard_ddl_command_end(
         // (CREATE TABLE above all) skips the guard's catalog query.
         // SAFETY: a parse tree node from the server.
         let tag = unsafe { (*parsetree).type_ };
-        if gucs::guard_enabled()
-            && matches!(
+        if gucs::guard_enabled() {
+            if let Some((relid, policy)) = altered_policy(parsetree) {
+                refuse_policy_change(relid, &policy);
+            }
+            if matches!(
                 tag,
-                pg_sys::NodeTag::T_AlterTableStmt
-                    | pg_sys::NodeTag::T_AlterPolicyStmt
-                    | pg_sys::NodeTag::T_RenameStmt
-            )
-        {
-            guard_end_state();
+                pg_sys::NodeTag::T_AlterTableStmt | pg_sys::NodeTag::T_RenameStmt
+            ) {
+                guard_end_state();
+            }
         }
         let mode = gucs::auto_protect();
         if mode != AutoProtect::Off {
@@ -180,6 +181,61 @@ pub extern "C-unwind" fn tenantguard_sql_drop(fcinfo: pg_sys::FunctionCallInfo) 
               WHERE classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND objsubid = 0))",
     ));
     pg_sys::Datum::from(0)
+}
+
+/// The table and policy of an `ALTER POLICY` or `ALTER POLICY ... RENAME TO`.
+fn altered_policy(parsetree: *mut pg_sys::Node) -> Option<(pg_sys::Oid, String)> {
+    // SAFETY: parse tree nodes from the server, checked for their tag before the cast.
+    unsafe {
+        let (rv, name) = match (*parsetree).type_ {
+            pg_sys::NodeTag::T_AlterPolicyStmt => {
+                let stmt = parsetree as *mut pg_sys::AlterPolicyStmt;
+                ((*stmt).table, (*stmt).policy_name)
+            }
+            pg_sys::NodeTag::T_RenameStmt => {
+                let stmt = parsetree as *mut pg_sys::RenameStmt;
+                if (*stmt).renameType != pg_sys::ObjectType::OBJECT_POLICY {
+                    return None;
+                }
+                ((*stmt).relation, (*stmt).subname)
+            }
+            _ => return None,
+        };
+        if rv.is_null() || name.is_null() {
+            return None;
+        }
+        let relid = pg_sys::RangeVarGetRelidExtended(
+            rv,
+            pg_sys::NoLock as pg_sys::LOCKMODE,
+            pg_sys::RVROption::RVR_MISSING_OK,
+            None,
+            std::ptr::null_mut(),
+        );
+        (relid != pg_sys::InvalidOid)
+            .then(|| (relid, CStr::from_ptr(name).to_string_lossy().into_owned()))
+    }
+}
+
+/// ALTER POLICY on a policy tenantguard made, on a protected table: refused, whatever it changes.
+fn refuse_policy_change(relid: pg_sys::Oid, policy: &str) {
+    if is_allowed(relid) || !protect::is_recorded_policy(relid, policy) {
+        return;
+    }
+    let rel = RelInfo::load(relid);
+    ErrorReport::new(
+        PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        format!(
+            "cannot alter policy \"{policy}\" of table \"{}\": the table is protected by tenantguard",
+            rel.display()
+        ),
+        "tenantguard",
+    )
+    .set_hint(format!(
+        "To change the policies, call tenantguard.protect() with other arguments; to remove the \
+         protection, call SELECT tenantguard.unprotect('{}').",
+        rel.qualified().replace('\'', "''")
+    ))
+    .report(PgLogLevel::ERROR);
 }
 
 /// Every protected table the command touched must still be intact.

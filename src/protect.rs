@@ -4,14 +4,17 @@
 //! Every change goes through SQL statements that are collected first, so the dry run shows exactly
 //! what a real run executes, and a failure on any statement rolls back all of them.
 
-use crate::catalog::{RelInfo, TenantColumn};
+use crate::catalog::{kept_first, kept_select, kept_update, RelInfo, TenantColumn, OID, TEXT};
 use crate::errors::{raise, spi};
 use crate::gucs;
 use crate::templates::{self, ExtraPolicy, PolicySpec, ProtectOptions};
 use pgrx::prelude::*;
+use pgrx::spi::OwnedPreparedStatement;
 use pgrx::spi::{quote_identifier, quote_literal};
 use pgrx::JsonB;
-use serde::Deserialize;
+use pgrx::{PgBuiltInOids, PgOid};
+use serde::{Deserialize, Serialize};
+use std::cell::OnceCell;
 
 /// Arguments of protect() as the SQL wrapper passes them (a jsonb object).
 #[derive(Deserialize, Debug, Default)]
@@ -28,13 +31,17 @@ struct ProtectArgs {
     dry_run: bool,
 }
 
-/// A policy as the registry recorded it: the spec plus the expressions as PostgreSQL deparsed them.
-#[derive(Deserialize, Debug, Clone)]
+/// A policy as the registry recorded it: the spec, plus a hash of each expression's node tree as
+/// PostgreSQL stored it (locations stripped). Node trees do not depend on session settings, so a
+/// later protect() can tell a policy someone altered from one left as it was made.
+#[derive(Serialize, Deserialize, Debug, Clone)]
 struct RecordedPolicy {
     #[serde(flatten)]
     spec: PolicySpec,
-    using_expr: Option<String>,
-    check_expr: Option<String>,
+    #[serde(default)]
+    using_hash: Option<String>,
+    #[serde(default)]
+    check_hash: Option<String>,
 }
 
 /// A registry row.
@@ -52,8 +59,8 @@ struct LivePolicy {
     command: String,
     permissive: bool,
     roles: Vec<String>,
-    using_expr: Option<String>,
-    check_expr: Option<String>,
+    using_hash: Option<String>,
+    check_hash: Option<String>,
 }
 
 fn command_code(command: &str) -> &'static str {
@@ -106,59 +113,91 @@ fn drop_policy_sql(rel: &RelInfo, name: &str) -> String {
 }
 
 fn load_registration(rel: &RelInfo) -> Option<Registration> {
-    spi(Spi::connect(|client| {
-        let rows = client.select(
-            "SELECT options, policies, rls_was_enabled, rls_was_forced, tenant_column::text
-               FROM tenantguard.registry WHERE relid = $1",
-            None,
-            &[rel.oid.into()],
-        )?;
-        let mut out = None;
-        for row in rows {
-            let options = row
-                .get::<JsonB>(1)?
-                .and_then(|j| serde_json::from_value::<ProtectOptions>(j.0).ok());
-            let policies = row
-                .get::<JsonB>(2)?
-                .and_then(|j| serde_json::from_value::<Vec<RecordedPolicy>>(j.0).ok())
-                .unwrap_or_default();
-            out = Some(Registration {
-                tenant_column: row.get::<String>(5)?.unwrap_or_default(),
-                options,
-                policies,
-                rls_was_enabled: row.get::<bool>(3)?.unwrap_or(false),
-                rls_was_forced: row.get::<bool>(4)?.unwrap_or(false),
-            });
-        }
-        Ok::<_, pgrx::spi::Error>(out)
-    }))
+    thread_local! {
+        static PLAN: OnceCell<OwnedPreparedStatement> = const { OnceCell::new() };
+    }
+    kept_select(
+        &PLAN,
+        "SELECT options, policies, rls_was_enabled, rls_was_forced, tenant_column::text
+           FROM tenantguard.registry WHERE relid = $1",
+        &[OID],
+        &[rel.oid.into()],
+        |rows| {
+            let mut out = None;
+            for row in rows {
+                let options = row
+                    .get::<JsonB>(1)?
+                    .and_then(|j| serde_json::from_value::<ProtectOptions>(j.0).ok());
+                let policies = row
+                    .get::<JsonB>(2)?
+                    .and_then(|j| serde_json::from_value::<Vec<RecordedPolicy>>(j.0).ok())
+                    .unwrap_or_default();
+                out = Some(Registration {
+                    tenant_column: row.get::<String>(5)?.unwrap_or_default(),
+                    options,
+                    policies,
+                    rls_was_enabled: row.get::<bool>(3)?.unwrap_or(false),
+                    rls_was_forced: row.get::<bool>(4)?.unwrap_or(false),
+                });
+            }
+            Ok(out)
+        },
+    )
 }
 
-fn live_policies(rel: &RelInfo) -> Vec<LivePolicy> {
-    spi(Spi::connect(|client| {
-        let rows = client.select(
-            "SELECT p.polname::text, p.polcmd::text, p.polpermissive,
-                    ARRAY(SELECT CASE WHEN r = 0 THEN 'public' ELSE pg_catalog.pg_get_userbyid(r)::text END
-                            FROM pg_catalog.unnest(p.polroles) AS r ORDER BY 1),
-                    e.using_expr, e.check_expr
-               FROM pg_catalog.pg_policy p
-               JOIN tenantguard._policy_exprs($1) e ON e.policy_name = p.polname
-              WHERE p.polrelid = $1",
-            None,
-            &[rel.oid.into()],
-        )?;
-        rows.map(|row| {
-            Ok(LivePolicy {
-                name: row.get::<String>(1)?.unwrap_or_default(),
-                command: row.get::<String>(2)?.unwrap_or_default(),
-                permissive: row.get::<bool>(3)?.unwrap_or(true),
-                roles: row.get::<Vec<String>>(4)?.unwrap_or_default(),
-                using_expr: row.get::<String>(5)?,
-                check_expr: row.get::<String>(6)?,
+fn live_policies(relid: pg_sys::Oid) -> Vec<LivePolicy> {
+    thread_local! {
+        static PLAN: OnceCell<OwnedPreparedStatement> = const { OnceCell::new() };
+    }
+    kept_select(
+        &PLAN,
+        "SELECT p.polname::text, p.polcmd::text, p.polpermissive,
+                ARRAY(SELECT CASE WHEN r = 0 THEN 'public' ELSE pg_catalog.pg_get_userbyid(r)::text END
+                        FROM pg_catalog.unnest(p.polroles) AS r ORDER BY 1),
+                p.polqual::text, p.polwithcheck::text
+           FROM pg_catalog.pg_policy p WHERE p.polrelid = $1",
+        &[OID],
+        &[relid.into()],
+        |rows| {
+            rows.map(|row| {
+                Ok(LivePolicy {
+                    name: row.get::<String>(1)?.unwrap_or_default(),
+                    command: row.get::<String>(2)?.unwrap_or_default(),
+                    permissive: row.get::<bool>(3)?.unwrap_or(true),
+                    roles: row.get::<Vec<String>>(4)?.unwrap_or_default(),
+                    using_hash: row.get::<String>(5)?.as_deref().map(tree_hash),
+                    check_hash: row.get::<String>(6)?.as_deref().map(tree_hash),
+                })
             })
-        })
-        .collect::<Result<Vec<_>, pgrx::spi::Error>>()
-    }))
+            .collect()
+        },
+    )
+}
+
+/// A stable hash of a stored expression tree (pg_node_tree text) with its `:location` fields
+/// removed: the same expression parsed from different SQL text gives the same hash, and the tree
+/// does not depend on session settings the way deparsed text does. FNV-1a, 64 bits.
+fn tree_hash(tree: &str) -> String {
+    const MARK: &str = " :location ";
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut feed = |bytes: &[u8]| {
+        for b in bytes {
+            hash ^= u64::from(*b);
+            hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    };
+    let mut rest = tree;
+    while let Some(at) = rest.find(MARK) {
+        feed(&rest.as_bytes()[..at]);
+        let tail = &rest[at + MARK.len()..];
+        let skip = tail
+            .char_indices()
+            .find(|&(i, c)| !(c.is_ascii_digit() || (i == 0 && c == '-')))
+            .map_or(tail.len(), |(i, _)| i);
+        rest = &tail[skip..];
+    }
+    feed(rest.as_bytes());
+    format!("{hash:016x}")
 }
 
 /// True when the live policy is still exactly what tenantguard created for this spec.
@@ -174,8 +213,8 @@ fn is_intact(spec: &PolicySpec, live: &LivePolicy, recorded: Option<&RecordedPol
         && live.command == command_code(&spec.command)
         && live.permissive == spec.permissive
         && live.roles == want_roles
-        && live.using_expr == rec.using_expr
-        && live.check_expr == rec.check_expr
+        && live.using_hash == rec.using_hash
+        && live.check_hash == rec.check_hash
 }
 
 /// What protect() will do to one table: statements in order, and a line for the account.
@@ -187,7 +226,7 @@ struct TablePlan {
 fn plan_protect(rel: &RelInfo, column: &TenantColumn, options: &ProtectOptions) -> TablePlan {
     let desired = templates::desired_policies(rel, column, options);
     let registration = load_registration(rel);
-    let live = live_policies(rel);
+    let live = live_policies(rel.oid);
     let recorded = |name: &str| {
         registration
             .as_ref()
@@ -311,15 +350,20 @@ fn allow_change_sql(rel: &RelInfo) -> String {
 }
 
 fn is_exempt(rel: &RelInfo) -> bool {
-    crate::catalog::first_row::<bool>(
+    thread_local! {
+        static PLAN: OnceCell<OwnedPreparedStatement> = const { OnceCell::new() };
+    }
+    kept_first::<bool>(
+        &PLAN,
         "SELECT true FROM tenantguard.exemptions WHERE relid = $1",
+        &[OID],
         &[rel.oid.into()],
     )
     .unwrap_or(false)
 }
 
 fn plan_unprotect(rel: &RelInfo, registration: &Registration) -> TablePlan {
-    let live = live_policies(rel);
+    let live = live_policies(rel.oid);
     let mut sql = vec![allow_change_sql(rel)];
     let mut dropped = Vec::new();
     for p in &registration.policies {
@@ -579,16 +623,24 @@ fn protect_with(tbl: pg_sys::Oid, options: &ProtectOptions, dry_run: bool) -> St
 /// Auto-protect (event trigger): a partition or inheritance child takes its protected parent's
 /// options; any other table gets the default templates.
 pub fn auto_protect(tbl: pg_sys::Oid) -> String {
-    let inherited = crate::catalog::first_row::<JsonB>(
+    thread_local! {
+        static PARENT_PLAN: OnceCell<OwnedPreparedStatement> = const { OnceCell::new() };
+        static ADMIN_PLAN: OnceCell<OwnedPreparedStatement> = const { OnceCell::new() };
+    }
+    let inherited = kept_first::<JsonB>(
+        &PARENT_PLAN,
         "SELECT r.options FROM pg_catalog.pg_inherits i
            JOIN tenantguard.registry r ON r.relid = i.inhparent
           WHERE i.inhrelid = $1 ORDER BY i.inhseqno LIMIT 1",
+        &[OID],
         &[tbl.into()],
     )
     .and_then(|j| serde_json::from_value::<ProtectOptions>(j.0).ok());
     let options = inherited.unwrap_or_else(|| {
-        let admin_exists = crate::catalog::first_row::<bool>(
+        let admin_exists = kept_first::<bool>(
+            &ADMIN_PLAN,
             "SELECT true FROM pg_catalog.pg_roles WHERE rolname = 'tenantguard_admin'",
+            &[],
             &[],
         )
         .unwrap_or(false);
@@ -600,7 +652,9 @@ pub fn auto_protect(tbl: pg_sys::Oid) -> String {
     protect_with(tbl, &options, false)
 }
 
-/// What no longer matches the registry on a protected table (the guard's end-state check).
+/// What a command left broken on a protected table (the guard's end-state check): row level
+/// security off or not forced, the tenant column gone or renamed, a policy gone. Policy
+/// expressions are not compared here: the guard refuses ALTER POLICY on them outright.
 pub fn drift(rel: &RelInfo) -> Vec<String> {
     let Some(reg) = load_registration(rel) else {
         return Vec::new();
@@ -612,9 +666,14 @@ pub fn drift(rel: &RelInfo) -> Vec<String> {
     if !rel.rls_forced {
         out.push("row level security would no longer be forced".to_string());
     }
-    let has_column = crate::catalog::first_row::<bool>(
+    thread_local! {
+        static COLUMN_PLAN: OnceCell<OwnedPreparedStatement> = const { OnceCell::new() };
+    }
+    let has_column = kept_first::<bool>(
+        &COLUMN_PLAN,
         "SELECT true FROM pg_catalog.pg_attribute
           WHERE attrelid = $1 AND attname = $2 AND attnum > 0 AND NOT attisdropped",
+        &[OID, TEXT],
         &[rel.oid.into(), reg.tenant_column.as_str().into()],
     )
     .unwrap_or(false);
@@ -624,17 +683,90 @@ pub fn drift(rel: &RelInfo) -> Vec<String> {
             reg.tenant_column
         ));
     }
-    let live = live_policies(rel);
+    let live = live_policies(rel.oid);
     for p in &reg.policies {
-        match live.iter().find(|l| l.name == p.spec.name) {
-            None => out.push(format!("its policy \"{}\" would be gone", p.spec.name)),
-            Some(l) if !is_intact(&p.spec, l, Some(p)) => {
-                out.push(format!("its policy \"{}\" would be changed", p.spec.name))
-            }
-            Some(_) => {}
+        if !live.iter().any(|l| l.name == p.spec.name) {
+            out.push(format!("its policy \"{}\" would be gone", p.spec.name));
         }
     }
     out
+}
+
+/// True when `policy` is one tenantguard recorded for the table.
+pub fn is_recorded_policy(relid: pg_sys::Oid, policy: &str) -> bool {
+    thread_local! {
+        static PLAN: OnceCell<OwnedPreparedStatement> = const { OnceCell::new() };
+    }
+    kept_first::<bool>(
+        &PLAN,
+        "SELECT true FROM tenantguard.registry
+          WHERE relid = $1
+            AND policies @> pg_catalog.jsonb_build_array(pg_catalog.jsonb_build_object('name', $2))",
+        &[OID, TEXT],
+        &[relid.into(), policy.into()],
+    )
+    .unwrap_or(false)
+}
+
+/// Records a table after protect() created its policies (the last statement of protect()'s plan
+/// and of its dry-run script). Runs as the caller: the registry's own row level security lets only
+/// the table's owner write its row. rls_was_* keep the flags from before the first protect(), for
+/// unprotect().
+#[pg_extern(volatile, parallel_unsafe)]
+fn _register(
+    tbl: pg_sys::Oid,
+    tenant_column: &str,
+    options: JsonB,
+    policies: JsonB,
+    rls_was_enabled: bool,
+    rls_was_forced: bool,
+) {
+    let specs: Vec<PolicySpec> = serde_json::from_value(policies.0).unwrap_or_else(|e| {
+        raise(
+            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
+            format!("invalid policy list: {e}"),
+            "_register() takes the policy list protect() generates.",
+        )
+    });
+    let live = live_policies(tbl);
+    let recorded: Vec<RecordedPolicy> = specs
+        .into_iter()
+        .map(|spec| {
+            let l = live.iter().find(|l| l.name == spec.name);
+            RecordedPolicy {
+                using_hash: l.and_then(|l| l.using_hash.clone()),
+                check_hash: l.and_then(|l| l.check_hash.clone()),
+                spec,
+            }
+        })
+        .collect();
+    let recorded = serde_json::to_value(&recorded).expect("policies serialize");
+    thread_local! {
+        static PLAN: OnceCell<OwnedPreparedStatement> = const { OnceCell::new() };
+    }
+    let jsonb = PgOid::BuiltIn(PgBuiltInOids::JSONBOID);
+    let boolean = PgOid::BuiltIn(PgBuiltInOids::BOOLOID);
+    kept_update(
+        &PLAN,
+        "INSERT INTO tenantguard.registry AS r
+                (relid, tenant_column, options, policies, rls_was_enabled, rls_was_forced)
+         VALUES ($1::pg_catalog.regclass, $2, $3, $4, $5, $6)
+         ON CONFLICT (relid) DO UPDATE
+            SET tenant_column = EXCLUDED.tenant_column,
+                options       = EXCLUDED.options,
+                policies      = EXCLUDED.policies,
+                protected_at  = pg_catalog.now(),
+                protected_by  = CURRENT_USER",
+        &[OID, TEXT, jsonb, jsonb, boolean, boolean],
+        &[
+            tbl.into(),
+            tenant_column.into(),
+            options.into(),
+            JsonB(recorded).into(),
+            rls_was_enabled.into(),
+            rls_was_forced.into(),
+        ],
+    );
 }
 
 fn unprotect_plans(tbl: pg_sys::Oid) -> Option<Vec<TablePlan>> {
@@ -777,8 +909,8 @@ AS $$
          CASE WHEN (x.p ->> 'permissive')::boolean THEN 'permissive' ELSE 'restrictive' END,
          CASE WHEN jsonb_array_length(x.p -> 'roles') = 0 THEN ARRAY['public']::name[]
               ELSE ARRAY(SELECT jsonb_array_elements_text(x.p -> 'roles'))::name[] END,
-         COALESCE(pg_get_expr(pol.polqual, pol.polrelid), x.p ->> 'using_expr'),
-         COALESCE(pg_get_expr(pol.polwithcheck, pol.polrelid), x.p ->> 'check_expr'),
+         COALESCE(pg_get_expr(pol.polqual, pol.polrelid), x.p ->> 'using'),
+         COALESCE(pg_get_expr(pol.polwithcheck, pol.polrelid), x.p ->> 'check'),
          pol.oid IS NOT NULL
     FROM tenantguard.registry r
    CROSS JOIN LATERAL jsonb_array_elements(r.policies) WITH ORDINALITY AS x(p, ord)
@@ -802,7 +934,14 @@ COMMENT ON FUNCTION tenantguard.unprotect_sql(regclass) IS
   'The SQL unprotect() would run, for the rollback half of a migration.';
 "#,
     name = "protect_api",
-    requires = [_protect, _unprotect, _exempt, _unexempt, "bootstrap"],
+    requires = [
+        _protect,
+        _unprotect,
+        _exempt,
+        _unexempt,
+        _register,
+        "bootstrap"
+    ],
 );
 
 #[cfg(any(test, feature = "pg_test"))]
@@ -967,6 +1106,16 @@ mod tests {
     fn guard_refuses_disable() {
         Spi::run("CREATE TABLE guarded (id int, tenant_id text)").unwrap();
         Spi::run("ALTER TABLE guarded DISABLE ROW LEVEL SECURITY").unwrap();
+    }
+
+    #[pg_test]
+    fn tree_hash_ignores_locations_only() {
+        let a = "{OPEXPR :opno 98 :args ({VAR :varno 1 :location 7} {CONST :location -1}) :location 17}";
+        let b =
+            "{OPEXPR :opno 98 :args ({VAR :varno 1 :location 70} {CONST :location 3}) :location 1}";
+        let c = "{OPEXPR :opno 99 :args ({VAR :varno 1 :location 7} {CONST :location -1}) :location 17}";
+        assert_eq!(super::tree_hash(a), super::tree_hash(b));
+        assert_ne!(super::tree_hash(a), super::tree_hash(c));
     }
 
     #[pg_test]

@@ -7,12 +7,15 @@
 //! bind every role, the admin role included. No permissive template grants a write to anyone but
 //! the tenant itself or the admin role.
 
+use crate::catalog::{kept_first, TEXT};
 use crate::catalog::{RelInfo, TenantColumn};
-use crate::errors::{raise, spi};
+use crate::errors::raise;
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
+use pgrx::spi::OwnedPreparedStatement;
 use pgrx::spi::{quote_identifier, quote_literal};
 use serde::{Deserialize, Serialize};
+use std::cell::OnceCell;
 
 pub const POLICY_PREFIX: &str = "tenantguard_";
 pub const TENANT_COMMANDS: [&str; 4] = ["SELECT", "INSERT", "UPDATE", "DELETE"];
@@ -332,10 +335,15 @@ pub fn validate_predicate(rel: &RelInfo, argument: &str, predicate: &str) {
 
 /// Checks that a database role exists.
 pub fn check_role(argument: &str, role: &str) {
-    let exists = spi(Spi::get_one_with_args::<bool>(
-        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = $1)",
+    thread_local! {
+        static PLAN: OnceCell<OwnedPreparedStatement> = const { OnceCell::new() };
+    }
+    let exists = kept_first::<bool>(
+        &PLAN,
+        "SELECT true FROM pg_catalog.pg_roles WHERE rolname = $1",
+        &[TEXT],
         &[role.into()],
-    ))
+    )
     .unwrap_or(false);
     if !exists {
         raise(
