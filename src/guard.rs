@@ -157,6 +157,9 @@ pub extern "C-unwind" fn tenantguard_ddl_command_end(
                 guard_end_state();
             }
         }
+        if tag == pg_sys::NodeTag::T_GrantStmt {
+            take_back_truncate_references(parsetree);
+        }
         let mode = gucs::auto_protect();
         if mode != AutoProtect::Off {
             auto_protect(parsetree, mode);
@@ -181,6 +184,122 @@ pub extern "C-unwind" fn tenantguard_sql_drop(fcinfo: pg_sys::FunctionCallInfo) 
               WHERE classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND objsubid = 0))",
     ));
     pg_sys::Datum::from(0)
+}
+
+/// The tables a `GRANT` that can include TRUNCATE or REFERENCES names (`ALL PRIVILEGES`, or the
+/// privileges listed), or `None` for any other statement. `ALL TABLES IN SCHEMA` gives schemas.
+fn truncate_references_grant(
+    parsetree: *mut pg_sys::Node,
+) -> Option<(Vec<pg_sys::Oid>, Vec<String>)> {
+    // SAFETY: parse tree nodes from the server, checked for their tag before the cast.
+    unsafe {
+        let g = parsetree as *mut pg_sys::GrantStmt;
+        if !(*g).is_grant || (*g).objtype != pg_sys::ObjectType::OBJECT_TABLE {
+            return None;
+        }
+        let list = |l: *mut pg_sys::List| -> Vec<*mut pg_sys::Node> {
+            if l.is_null() {
+                return Vec::new();
+            }
+            (0..(*l).length as usize)
+                .map(|i| (*(*l).elements.add(i)).ptr_value as *mut pg_sys::Node)
+                .collect()
+        };
+        let privileges = list((*g).privileges);
+        let relevant = privileges.is_empty()
+            || privileges.iter().any(|p| {
+                !p.is_null() && (**p).type_ == pg_sys::NodeTag::T_AccessPriv && {
+                    let name = (*(*p as *mut pg_sys::AccessPriv)).priv_name;
+                    !name.is_null()
+                        && matches!(CStr::from_ptr(name).to_str(), Ok("truncate" | "references"))
+                }
+            });
+        if !relevant {
+            return None;
+        }
+        let mut tables = Vec::new();
+        let mut schemas = Vec::new();
+        for obj in list((*g).objects) {
+            if obj.is_null() {
+                continue;
+            }
+            match (*obj).type_ {
+                pg_sys::NodeTag::T_RangeVar => {
+                    let oid = pg_sys::RangeVarGetRelidExtended(
+                        obj as *mut pg_sys::RangeVar,
+                        pg_sys::NoLock as pg_sys::LOCKMODE,
+                        pg_sys::RVROption::RVR_MISSING_OK,
+                        None,
+                        std::ptr::null_mut(),
+                    );
+                    if oid != pg_sys::InvalidOid {
+                        tables.push(oid);
+                    }
+                }
+                pg_sys::NodeTag::T_String => {
+                    let name = (*(obj as *mut pg_sys::String)).sval;
+                    if !name.is_null() {
+                        schemas.push(CStr::from_ptr(name).to_string_lossy().into_owned());
+                    }
+                }
+                _ => {}
+            }
+        }
+        Some((tables, schemas))
+    }
+}
+
+/// After `GRANT ALL` (or TRUNCATE / REFERENCES) on protected tables, takes those two back from
+/// everyone but the owner: row level security does not cover TRUNCATE, and REFERENCES lets a role
+/// probe other tenants' keys with foreign keys. A NOTICE says so; the rest of the GRANT stands.
+fn take_back_truncate_references(parsetree: *mut pg_sys::Node) {
+    let Some((tables, schemas)) = truncate_references_grant(parsetree) else {
+        return;
+    };
+    let protected: Vec<pg_sys::Oid> = spi(Spi::connect(|client| {
+        client
+            .select(
+                "SELECT r.relid::oid FROM tenantguard.registry r
+                   JOIN pg_catalog.pg_class c ON c.oid = r.relid
+                   JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
+                  WHERE r.relid::oid = ANY($1) OR n.nspname = ANY($2)
+                  ORDER BY 1",
+                None,
+                &[tables.into(), schemas.into()],
+            )?
+            .map(|row| row.get::<pg_sys::Oid>(1).map(|o| o.unwrap_or_default()))
+            .collect::<Result<Vec<_>, _>>()
+    }));
+    for oid in protected {
+        let rel = RelInfo::load(oid);
+        let grantees = protect::truncate_or_references_grantees(&rel);
+        if grantees.is_empty() {
+            continue;
+        }
+        let list = grantees
+            .iter()
+            .map(|g| {
+                if g == "public" {
+                    "PUBLIC".to_string()
+                } else {
+                    pgrx::spi::quote_identifier(g)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        {
+            let _busy = Busy::enter();
+            spi(Spi::run(&format!(
+                "REVOKE TRUNCATE, REFERENCES ON {} FROM {list}",
+                rel.qualified()
+            )));
+        }
+        notice!(
+            "tenantguard: revoked TRUNCATE and REFERENCES on {} from {}: row level security does not cover them",
+            rel.display(),
+            grantees.join(", ")
+        );
+    }
 }
 
 /// The table and policy of an `ALTER POLICY` or `ALTER POLICY ... RENAME TO`.

@@ -22,6 +22,7 @@ extension_sql_file!(
     name = "coverage",
     requires = ["bootstrap"]
 );
+extension_sql_file!("../sql/lint.sql", name = "lint", requires = ["bootstrap"]);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {

@@ -293,6 +293,31 @@ fn plan_protect(rel: &RelInfo, column: &TenantColumn, options: &ProtectOptions) 
         did.push(format!("dropped policies {}", dropped.join(", ")));
     }
 
+    // Row level security does not cover TRUNCATE, and REFERENCES lets a role build foreign keys
+    // that probe other tenants' keys: nobody but the owner keeps either.
+    let grantees = truncate_or_references_grantees(rel);
+    if !grantees.is_empty() {
+        let list = grantees
+            .iter()
+            .map(|g| {
+                if g == "public" {
+                    "PUBLIC".to_string()
+                } else {
+                    quote_identifier(g)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        sql.push(format!(
+            "REVOKE TRUNCATE, REFERENCES ON {} FROM {list}",
+            rel.qualified()
+        ));
+        did.push(format!(
+            "revoked TRUNCATE and REFERENCES from {}",
+            grantees.join(", ")
+        ));
+    }
+
     if is_exempt(rel) {
         sql.push(format!(
             "DELETE FROM tenantguard.exemptions WHERE relid = {}::regclass",
@@ -340,6 +365,28 @@ fn plan_protect(rel: &RelInfo, column: &TenantColumn, options: &ProtectOptions) 
         format!("{}: {}", rel.display(), did.join("; "))
     };
     TablePlan { sql, account }
+}
+
+/// Roles other than the owner that hold TRUNCATE or REFERENCES on the table ("public" for PUBLIC).
+pub fn truncate_or_references_grantees(rel: &RelInfo) -> Vec<String> {
+    thread_local! {
+        static PLAN: OnceCell<OwnedPreparedStatement> = const { OnceCell::new() };
+    }
+    kept_select(
+        &PLAN,
+        "SELECT DISTINCT CASE WHEN a.grantee = 0 THEN 'public'
+                              ELSE pg_catalog.pg_get_userbyid(a.grantee)::text END
+           FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a
+          WHERE c.oid = $1 AND a.privilege_type IN ('TRUNCATE', 'REFERENCES')
+            AND a.grantee <> c.relowner
+          ORDER BY 1",
+        &[OID],
+        &[rel.oid.into()],
+        |rows| {
+            rows.map(|r| r.get::<String>(1).map(|g| g.unwrap_or_default()))
+                .collect()
+        },
+    )
 }
 
 fn allow_change_sql(rel: &RelInfo) -> String {
