@@ -237,11 +237,12 @@ findings AS (
      WHERE t.tattnum IS NOT NULL AND NOT t.exempt
        AND NOT (t.tattnum = ANY (CASE WHEN con.conrelid = t.oid THEN con.conkey ELSE con.confkey END))
 )
-SELECT DISTINCT f.level, f.code, f.object, f.detail, f.fix
-  FROM findings f
- WHERE NOT EXISTS (SELECT 1 FROM tenantguard.lint_waivers w
-                    WHERE w.code = f.code AND w.object = f.object)
- ORDER BY CASE f.level WHEN 'error' THEN 0 WHEN 'warn' THEN 1 ELSE 2 END, f.code, f.object
+SELECT u.level, u.code, u.object, u.detail, u.fix
+  FROM (SELECT DISTINCT f.level, f.code, f.object, f.detail, f.fix
+          FROM findings f
+         WHERE NOT EXISTS (SELECT 1 FROM tenantguard.lint_waivers w
+                            WHERE w.code = f.code AND w.object = f.object)) u
+ ORDER BY CASE u.level WHEN 'error' THEN 0 WHEN 'warn' THEN 1 ELSE 2 END, u.code, u.object, u.detail
 $$;
 COMMENT ON FUNCTION tenantguard.lint() IS
   'One row per way around row level security the catalogs show: level, stable code, object, detail and the SQL that fixes it.';

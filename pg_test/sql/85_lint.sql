@@ -1,0 +1,120 @@
+-- lint(): each check creates the problem, sees the finding, applies the finding's own fix (run
+-- with \gexec where the fix is SQL), and sees it gone. Then waivers and assert_lint().
+\set SHOW_CONTEXT never
+\c - postgres
+CREATE SCHEMA lnt AUTHORIZATION tg_owner;
+SET tenantguard.auto_protect = off;
+\set show 'SELECT level, code, object FROM tenantguard.lint() WHERE object ~ ''lnt\\.|^tg_bypass$'' ORDER BY code, object'
+\set fixes 'SELECT fix FROM tenantguard.lint() WHERE object ~ ''lnt\\.|^tg_bypass$'' AND code = '
+
+-- Tables: unprotected, not forced, no policies, nullable tenant column, no tenant index
+CREATE TABLE lnt.t1 (id int, tenant_id int NOT NULL);
+CREATE INDEX ON lnt.t1 (tenant_id);
+CREATE TABLE lnt.t2 (tenant_id int NOT NULL);
+CREATE INDEX ON lnt.t2 (tenant_id);
+ALTER TABLE lnt.t2 ENABLE ROW LEVEL SECURITY;
+CREATE POLICY own ON lnt.t2 AS RESTRICTIVE USING (tenant_id = 1);
+CREATE TABLE lnt.t3 (tenant_id int NOT NULL);
+CREATE INDEX ON lnt.t3 (tenant_id);
+ALTER TABLE lnt.t3 ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
+CREATE TABLE lnt.t4 (tenant_id int);
+SELECT tenantguard.protect('lnt.t4');
+:show;
+:fixes 'tenant_table_unprotected' \gexec
+:fixes 'rls_not_forced' \gexec
+:fixes 'rls_without_policies' \gexec
+:fixes 'tenant_column_nullable' \gexec
+:fixes 'no_tenant_index' \gexec
+:show;
+
+-- Privileges: TRUNCATE / REFERENCES granted (on a table not yet protected), a BYPASSRLS login role
+CREATE TABLE lnt.t5 (tenant_id int NOT NULL);
+CREATE INDEX ON lnt.t5 (tenant_id);
+GRANT TRUNCATE, REFERENCES ON lnt.t5 TO tg_app;
+CREATE ROLE tg_bypass LOGIN BYPASSRLS;
+GRANT USAGE ON SCHEMA lnt TO tg_bypass;
+GRANT SELECT ON lnt.t1 TO tg_bypass;
+:show;
+:fixes 'truncate_granted' \gexec
+:fixes 'references_granted' \gexec
+:fixes 'bypassrls_login_role' \gexec
+:fixes 'tenant_table_unprotected' \gexec
+:show;
+-- A superuser with LOGIN is reported at info level.
+SELECT level, code FROM tenantguard.lint() WHERE code = 'bypassrls_login_role' AND object = current_user;
+
+-- Hand-written policies on a protected table
+CREATE POLICY open_door ON lnt.t1 USING (true);
+CREATE POLICY by_id ON lnt.t1 USING (id < 10);
+CREATE POLICY admin_override ON lnt.t1
+  USING (tenant_id = current_setting('app.current_tenant_id')::int OR current_setting('app.user_role', true) = 'super_admin');
+CREATE POLICY cast_column ON lnt.t1 AS RESTRICTIVE USING ((tenant_id)::text = current_setting('app.current_tenant_id'));
+:show;
+:fixes 'permissive_policy_always_true' \gexec
+:fixes 'permissive_policy_widens' \gexec
+:fixes 'guc_admin_check' \gexec
+DROP POLICY cast_column ON lnt.t1;  -- its fix is advice: compare the column itself
+:show;
+
+-- Views, materialized views, SECURITY DEFINER functions
+CREATE VIEW lnt.v1 AS SELECT * FROM lnt.t1;
+CREATE MATERIALIZED VIEW lnt.mv1 AS SELECT * FROM lnt.t1;
+CREATE FUNCTION lnt.f1() RETURNS int SECURITY DEFINER LANGUAGE sql AS 'SELECT 1';
+CREATE FUNCTION lnt.f2() RETURNS bigint SECURITY DEFINER SET search_path = pg_catalog
+  LANGUAGE sql AS 'SELECT count(*) FROM lnt.t1';
+:show;
+:fixes 'view_without_security_invoker' \gexec
+:fixes 'materialized_view_over_tenant_table' \gexec
+:fixes 'security_definer_search_path' \gexec
+:fixes 'security_definer_reads_tenant_table' \gexec
+:show;
+
+-- Existence oracles: a unique index and a foreign key without the tenant column
+CREATE UNIQUE INDEX t1_id_key ON lnt.t1 (id);
+CREATE TABLE lnt.child (tenant_id int NOT NULL, t1_id int REFERENCES lnt.t1 (id));
+CREATE INDEX ON lnt.child (tenant_id);
+SELECT tenantguard.protect('lnt.child');
+:show;
+-- Their fixes are advice (the new key depends on the data); done by hand here:
+ALTER TABLE lnt.child DROP CONSTRAINT child_t1_id_fkey;
+DROP INDEX lnt.t1_id_key;
+CREATE UNIQUE INDEX ON lnt.t1 (tenant_id, id);
+ALTER TABLE lnt.child ADD FOREIGN KEY (tenant_id, t1_id) REFERENCES lnt.t1 (tenant_id, id);
+:show;
+
+-- A partition of a protected table that is not protected itself
+CREATE TABLE lnt.pp (tenant_id int NOT NULL, at date) PARTITION BY RANGE (at);
+CREATE INDEX ON lnt.pp (tenant_id);
+SELECT tenantguard.protect('lnt.pp');
+CREATE TABLE lnt.pp_2026 PARTITION OF lnt.pp FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
+:show;
+:fixes 'unprotected_partition' \gexec
+:show;
+
+-- Waivers and assert_lint(), in a database of their own
+CREATE DATABASE tg_lint;
+\c tg_lint postgres
+CREATE EXTENSION tenantguard;
+CREATE TABLE items (id int, tenant_id int NOT NULL);
+CREATE INDEX ON items (tenant_id);
+SELECT tenantguard.assert_lint();
+SELECT tenantguard.assert_lint('warn');
+SELECT tenantguard.assert_lint('info');
+\echo sqlstate :LAST_ERROR_SQLSTATE
+SELECT tenantguard.assert_lint('severe');
+\echo sqlstate :LAST_ERROR_SQLSTATE
+CREATE VIEW items_view AS SELECT * FROM items;
+SELECT tenantguard.assert_lint();
+\echo sqlstate :LAST_ERROR_SQLSTATE
+INSERT INTO tenantguard.lint_waivers (code, object, reason)
+VALUES ('view_without_security_invoker', 'public.items_view', 'reporting view, read by the DBA only');
+SELECT count(*) AS findings_after_waiver FROM tenantguard.lint() WHERE object = 'public.items_view';
+SELECT tenantguard.assert_lint();
+-- Only the extension owner writes waivers.
+\c tg_lint tg_app
+INSERT INTO tenantguard.lint_waivers (code, object, reason) VALUES ('x', 'y', 'z');
+\echo sqlstate :LAST_ERROR_SQLSTATE
+\c regression postgres
+DROP DATABASE tg_lint;
+DROP SCHEMA lnt CASCADE;
+DROP ROLE tg_bypass;
