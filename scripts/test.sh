@@ -13,7 +13,8 @@ cargo clippy --all-targets -- -D warnings
 
 echo "== #[pg_test] tests"
 rm -rf /tmp/tenantguard-pgtest
-cargo pgrx test pg15 --runas postgres --pgdata /tmp/tenantguard-pgtest
+cargo pgrx test pg15 --runas postgres --pgdata /tmp/tenantguard-pgtest 2>&1 | tee /tmp/tenantguard-pgtest.log
+unit=$(grep -oE 'test result: ok\. [0-9]+ passed' /tmp/tenantguard-pgtest.log | awk '{s += $4} END {print s + 0}')
 
 echo "== pg_regress suite"
 install_extension
@@ -28,7 +29,8 @@ if as_pg "$PGBIN/../lib/pgxs/src/test/regress/pg_regress" \
     --temp-config=pg_test/regress.conf \
     --port=55432 \
     $schedule; then
-  :
+  regress=$(echo "$schedule" | wc -w)
+  echo "tenantguard: $((unit + regress)) passed, 0 failed"
 else
   status=$?
   [ -f "$out/regression.diffs" ] && head -c 20000 "$out/regression.diffs"

@@ -71,13 +71,13 @@ checked AS (
            -- A hand-written permissive policy that reads a setting other than the tenant's is
            -- most likely an admin override any client can switch on with SET.
            EXISTS (SELECT 1 FROM pg_policy p
-                    CROSS JOIN LATERAL regexp_matches(
-                          COALESCE(pg_get_expr(p.polqual, p.polrelid), '') || ' ' ||
-                          COALESCE(pg_get_expr(p.polwithcheck, p.polrelid), ''),
-                          'current_setting\(''([^'']+)''', 'g') AS m
                     WHERE p.polrelid = k.oid AND p.polpermissive
                       AND p.polname NOT LIKE 'tenantguard\_%'
-                      AND m[1] <> k.tenant_setting) AS guc_check
+                      AND EXISTS (SELECT 1 FROM regexp_matches(
+                                      COALESCE(pg_get_expr(p.polqual, p.polrelid), '') || ' ' ||
+                                      COALESCE(pg_get_expr(p.polwithcheck, p.polrelid), ''),
+                                      'current_setting\(''([^'']+)''', 'g') AS m
+                                   WHERE m[1] <> k.tenant_setting)) AS guc_check
       FROM candidates k
 ),
 judged AS (
