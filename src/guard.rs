@@ -186,6 +186,37 @@ pub extern "C-unwind" fn tenantguard_sql_drop(fcinfo: pg_sys::FunctionCallInfo) 
     pg_sys::Datum::from(0)
 }
 
+/// The nodes of a parse-tree List (empty for NIL).
+///
+/// # Safety
+/// `l` must be NIL or a valid List of pointers.
+unsafe fn list_nodes(l: *mut pg_sys::List) -> Vec<*mut pg_sys::Node> {
+    if l.is_null() {
+        return Vec::new();
+    }
+    (0..(*l).length as usize)
+        .map(|i| (*(*l).elements.add(i)).ptr_value as *mut pg_sys::Node)
+        .collect()
+}
+
+/// The OID a RangeVar names now, or `None` when it names nothing.
+///
+/// # Safety
+/// `rv` must be null or a valid RangeVar.
+unsafe fn range_var_oid(rv: *mut pg_sys::RangeVar) -> Option<pg_sys::Oid> {
+    if rv.is_null() {
+        return None;
+    }
+    let oid = pg_sys::RangeVarGetRelidExtended(
+        rv,
+        pg_sys::NoLock as pg_sys::LOCKMODE,
+        pg_sys::RVROption::RVR_MISSING_OK,
+        None,
+        std::ptr::null_mut(),
+    );
+    (oid != pg_sys::InvalidOid).then_some(oid)
+}
+
 /// The tables a `GRANT` that can include TRUNCATE or REFERENCES names (`ALL PRIVILEGES`, or the
 /// privileges listed), or `None` for any other statement. `ALL TABLES IN SCHEMA` gives schemas.
 fn truncate_references_grant(
@@ -197,15 +228,7 @@ fn truncate_references_grant(
         if !(*g).is_grant || (*g).objtype != pg_sys::ObjectType::OBJECT_TABLE {
             return None;
         }
-        let list = |l: *mut pg_sys::List| -> Vec<*mut pg_sys::Node> {
-            if l.is_null() {
-                return Vec::new();
-            }
-            (0..(*l).length as usize)
-                .map(|i| (*(*l).elements.add(i)).ptr_value as *mut pg_sys::Node)
-                .collect()
-        };
-        let privileges = list((*g).privileges);
+        let privileges = list_nodes((*g).privileges);
         let relevant = privileges.is_empty()
             || privileges.iter().any(|p| {
                 !p.is_null() && (**p).type_ == pg_sys::NodeTag::T_AccessPriv && {
@@ -219,22 +242,13 @@ fn truncate_references_grant(
         }
         let mut tables = Vec::new();
         let mut schemas = Vec::new();
-        for obj in list((*g).objects) {
+        for obj in list_nodes((*g).objects) {
             if obj.is_null() {
                 continue;
             }
             match (*obj).type_ {
                 pg_sys::NodeTag::T_RangeVar => {
-                    let oid = pg_sys::RangeVarGetRelidExtended(
-                        obj as *mut pg_sys::RangeVar,
-                        pg_sys::NoLock as pg_sys::LOCKMODE,
-                        pg_sys::RVROption::RVR_MISSING_OK,
-                        None,
-                        std::ptr::null_mut(),
-                    );
-                    if oid != pg_sys::InvalidOid {
-                        tables.push(oid);
-                    }
+                    tables.extend(range_var_oid(obj as *mut pg_sys::RangeVar));
                 }
                 pg_sys::NodeTag::T_String => {
                     let name = (*(obj as *mut pg_sys::String)).sval;
@@ -276,22 +290,10 @@ fn take_back_truncate_references(parsetree: *mut pg_sys::Node) {
         if grantees.is_empty() {
             continue;
         }
-        let list = grantees
-            .iter()
-            .map(|g| {
-                if g == "public" {
-                    "PUBLIC".to_string()
-                } else {
-                    pgrx::spi::quote_identifier(g)
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
         {
             let _busy = Busy::enter();
-            spi(Spi::run(&format!(
-                "REVOKE TRUNCATE, REFERENCES ON {} FROM {list}",
-                rel.qualified()
+            spi(Spi::run(&protect::revoke_truncate_references_sql(
+                &rel, &grantees,
             )));
         }
         notice!(
@@ -320,18 +322,10 @@ fn altered_policy(parsetree: *mut pg_sys::Node) -> Option<(pg_sys::Oid, String)>
             }
             _ => return None,
         };
-        if rv.is_null() || name.is_null() {
+        if name.is_null() {
             return None;
         }
-        let relid = pg_sys::RangeVarGetRelidExtended(
-            rv,
-            pg_sys::NoLock as pg_sys::LOCKMODE,
-            pg_sys::RVROption::RVR_MISSING_OK,
-            None,
-            std::ptr::null_mut(),
-        );
-        (relid != pg_sys::InvalidOid)
-            .then(|| (relid, CStr::from_ptr(name).to_string_lossy().into_owned()))
+        range_var_oid(rv).map(|relid| (relid, CStr::from_ptr(name).to_string_lossy().into_owned()))
     }
 }
 
@@ -467,29 +461,15 @@ fn gained_tenant_column(parsetree: *mut pg_sys::Node, column: &str) -> Vec<pg_sy
     // checked for its tag before it is cast.
     unsafe {
         let is = |n: *mut pg_sys::Node, tag: pg_sys::NodeTag| !n.is_null() && (*n).type_ == tag;
-        let list = |l: *mut pg_sys::List| -> Vec<*mut pg_sys::Node> {
-            if l.is_null() {
-                return Vec::new();
-            }
-            (0..(*l).length as usize)
-                .map(|i| (*(*l).elements.add(i)).ptr_value as *mut pg_sys::Node)
-                .collect()
-        };
         let named = |p: *const std::ffi::c_char| {
             !p.is_null() && CStr::from_ptr(p).to_str().is_ok_and(|s| s == column)
         };
+        // Temporary tables are never protected.
         let resolve = |rv: *mut pg_sys::RangeVar| -> Option<pg_sys::Oid> {
             if rv.is_null() || (*rv).relpersistence as u8 == pg_sys::RELPERSISTENCE_TEMP {
                 return None;
             }
-            let oid = pg_sys::RangeVarGetRelidExtended(
-                rv,
-                pg_sys::NoLock as pg_sys::LOCKMODE,
-                pg_sys::RVROption::RVR_MISSING_OK,
-                None,
-                std::ptr::null_mut(),
-            );
-            (oid != pg_sys::InvalidOid).then_some(oid)
+            range_var_oid(rv)
         };
         match (*parsetree).type_ {
             pg_sys::NodeTag::T_CreateStmt => {
@@ -497,7 +477,7 @@ fn gained_tenant_column(parsetree: *mut pg_sys::Node, column: &str) -> Vec<pg_sy
                 let may_have = !(*stmt).inhRelations.is_null()
                     || !(*stmt).partbound.is_null()
                     || !(*stmt).ofTypename.is_null()
-                    || list((*stmt).tableElts).into_iter().any(|e| {
+                    || list_nodes((*stmt).tableElts).into_iter().any(|e| {
                         is(e, pg_sys::NodeTag::T_TableLikeClause)
                             || (is(e, pg_sys::NodeTag::T_ColumnDef)
                                 && named((*(e as *mut pg_sys::ColumnDef)).colname))
@@ -514,7 +494,7 @@ fn gained_tenant_column(parsetree: *mut pg_sys::Node, column: &str) -> Vec<pg_sy
             }
             pg_sys::NodeTag::T_AlterTableStmt => {
                 let stmt = parsetree as *mut pg_sys::AlterTableStmt;
-                for cmd in list((*stmt).cmds) {
+                for cmd in list_nodes((*stmt).cmds) {
                     if !is(cmd, pg_sys::NodeTag::T_AlterTableCmd) {
                         continue;
                     }

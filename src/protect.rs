@@ -153,7 +153,7 @@ fn live_policies(relid: pg_sys::Oid) -> Vec<LivePolicy> {
         &PLAN,
         "SELECT p.polname::text, p.polcmd::text, p.polpermissive,
                 ARRAY(SELECT CASE WHEN r = 0 THEN 'public' ELSE pg_catalog.pg_get_userbyid(r)::text END
-                        FROM pg_catalog.unnest(p.polroles) AS r ORDER BY 1),
+                        FROM pg_catalog.unnest(p.polroles) AS r),
                 p.polqual::text, p.polwithcheck::text
            FROM pg_catalog.pg_policy p WHERE p.polrelid = $1",
         &[OID],
@@ -164,7 +164,12 @@ fn live_policies(relid: pg_sys::Oid) -> Vec<LivePolicy> {
                     name: row.get::<String>(1)?.unwrap_or_default(),
                     command: row.get::<String>(2)?.unwrap_or_default(),
                     permissive: row.get::<bool>(3)?.unwrap_or(true),
-                    roles: row.get::<Vec<String>>(4)?.unwrap_or_default(),
+                    roles: {
+                        // Sorted here, like the spec's roles, not by the database's collation.
+                        let mut roles = row.get::<Vec<String>>(4)?.unwrap_or_default();
+                        roles.sort();
+                        roles
+                    },
                     using_hash: row.get::<String>(5)?.as_deref().map(tree_hash),
                     check_hash: row.get::<String>(6)?.as_deref().map(tree_hash),
                 })
@@ -297,21 +302,7 @@ fn plan_protect(rel: &RelInfo, column: &TenantColumn, options: &ProtectOptions) 
     // that probe other tenants' keys: nobody but the owner keeps either.
     let grantees = truncate_or_references_grantees(rel);
     if !grantees.is_empty() {
-        let list = grantees
-            .iter()
-            .map(|g| {
-                if g == "public" {
-                    "PUBLIC".to_string()
-                } else {
-                    quote_identifier(g)
-                }
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        sql.push(format!(
-            "REVOKE TRUNCATE, REFERENCES ON {} FROM {list}",
-            rel.qualified()
-        ));
+        sql.push(revoke_truncate_references_sql(rel, &grantees));
         did.push(format!(
             "revoked TRUNCATE and REFERENCES from {}",
             grantees.join(", ")
@@ -386,6 +377,25 @@ pub fn truncate_or_references_grantees(rel: &RelInfo) -> Vec<String> {
             rows.map(|r| r.get::<String>(1).map(|g| g.unwrap_or_default()))
                 .collect()
         },
+    )
+}
+
+/// `REVOKE TRUNCATE, REFERENCES` on the table from the given grantees ("public" for PUBLIC).
+pub fn revoke_truncate_references_sql(rel: &RelInfo, grantees: &[String]) -> String {
+    let list = grantees
+        .iter()
+        .map(|g| {
+            if g == "public" {
+                "PUBLIC".to_string()
+            } else {
+                quote_identifier(g)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "REVOKE TRUNCATE, REFERENCES ON {} FROM {list}",
+        rel.qualified()
     )
 }
 
