@@ -31,6 +31,8 @@ psql_su() { as_pg psql -X -q -v ON_ERROR_STOP=1 -h "$dir" -p "$port" -U postgres
 echo "== loading 3 x 1M rows" >&2
 psql_su <<'SQL'
 CREATE EXTENSION tenantguard;
+-- The comparison tables must stay as written: only t_tg is protected, by the protect() below.
+SET tenantguard.auto_protect = off;
 CREATE ROLE app LOGIN NOSUPERUSER NOBYPASSRLS;
 CREATE TABLE t_plain (id bigint PRIMARY KEY, tenant_id uuid NOT NULL, v int NOT NULL, payload text NOT NULL);
 INSERT INTO t_plain
@@ -49,6 +51,8 @@ GRANT SELECT ON t_plain, t_tg, t_hand TO app;
 VACUUM (FREEZE, ANALYZE) t_plain;
 VACUUM (FREEZE, ANALYZE) t_tg;
 VACUUM (FREEZE, ANALYZE) t_hand;
+SELECT relname, relrowsecurity, (SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid) AS policies
+  FROM pg_class c WHERE relname IN ('t_tg', 't_plain', 't_hand') ORDER BY 1;
 SQL
 
 tenant_num=42
@@ -106,16 +110,86 @@ for mode in simple prepared; do
   done
 done
 
+# Server-side cost per query: one backend runs each query 20,000 times in a PL/pgSQL loop (plans
+# cached, as with prepared statements), variants interleaved in rotating order, timed inside the
+# server. No client round trips, so what remains is what the policy adds to the query itself.
+loops=$dir/loops.txt
+as_pg env PGOPTIONS="-c app.current_tenant_id=$tenant -c client_min_messages=notice" \
+  psql -X -q -h "$dir" -p "$port" -U app -d postgres 2> "$loops" <<SQL
+DO \$\$
+DECLARE
+    n constant int := 20000;
+    orders constant text[] := ARRAY['tg plain hand', 'plain hand tg', 'hand tg plain'];
+    t0 timestamptz; lo int; k int; var text;
+BEGIN
+    FOR round IN 1..$rounds LOOP
+        FOREACH var IN ARRAY string_to_array(orders[1 + round % 3], ' ') LOOP
+            t0 := clock_timestamp();
+            FOR i IN 1..n LOOP
+                lo := (i * 7919) % 990;
+                IF var = 'tg' THEN
+                    PERFORM count(*), sum(v) FROM t_tg WHERE v BETWEEN lo AND lo + 10;
+                ELSIF var = 'plain' THEN
+                    PERFORM count(*), sum(v) FROM t_plain WHERE tenant_id = '$tenant' AND v BETWEEN lo AND lo + 10;
+                ELSE
+                    PERFORM count(*), sum(v) FROM t_hand WHERE v BETWEEN lo AND lo + 10;
+                END IF;
+            END LOOP;
+            RAISE NOTICE 'loop range % % %', var, round, extract(epoch FROM clock_timestamp() - t0) * 1e6 / n;
+            t0 := clock_timestamp();
+            FOR i IN 1..n LOOP
+                k := (i * 31) % 10000;
+                IF var = 'tg' THEN
+                    PERFORM * FROM t_tg WHERE id = k * 100 + $tenant_num;
+                ELSIF var = 'plain' THEN
+                    PERFORM * FROM t_plain WHERE tenant_id = '$tenant' AND id = k * 100 + $tenant_num;
+                ELSE
+                    PERFORM * FROM t_hand WHERE id = k * 100 + $tenant_num;
+                END IF;
+            END LOOP;
+            RAISE NOTICE 'loop point % % %', var, round, extract(epoch FROM clock_timestamp() - t0) * 1e6 / n;
+        END LOOP;
+    END LOOP;
+END
+\$\$;
+SQL
+
+echo
+echo "Server-side cost per query (microseconds, median of $rounds rounds; ratios are medians of the"
+echo "per-round ratios, expressed as throughput: plain cost / tenantguard cost):"
+echo
+python3 - "$loops" <<'PY'
+import statistics, sys
+cost = {}
+for line in open(sys.argv[1]):
+    parts = line.split()
+    if len(parts) == 6 and parts[1] == "loop":
+        _, _, q, var, rnd, us = parts
+        cost[(q, var, int(rnd))] = float(us)
+print("| query | tenantguard us | plain + explicit filter us | hand-written policy us | tenantguard vs plain | tenantguard vs hand-written |")
+print("|---|---|---|---|---|---|")
+for q in ("range", "point"):
+    rounds = sorted({r for (qq, _, r) in cost if qq == q})
+    med = lambda v: statistics.median(cost[(q, v, r)] for r in rounds)
+    vs_plain = statistics.median(cost[(q, "plain", r)] / cost[(q, "tg", r)] for r in rounds)
+    vs_hand = statistics.median(cost[(q, "hand", r)] / cost[(q, "tg", r)] for r in rounds)
+    print(f"| {q} | {med('tg'):.2f} | {med('plain'):.2f} | {med('hand'):.2f} | {vs_plain:.3f} | {vs_hand:.3f} |")
+PY
+echo
+echo "pgbench, 2 clients (TPS, median of $rounds rounds; ratios are medians of the per-round ratios):"
 echo
 echo "| protocol | query | tenantguard TPS | plain + explicit filter TPS | hand-written policy TPS | tenantguard / plain | tenantguard / hand-written |"
 echo "|---|---|---|---|---|---|---|"
-median() { sort -n | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
-for mode in simple prepared; do
-  for q in range point; do
-    tg=$(awk -v m=$mode -v q=$q '$1 == m && $2 == q && $3 == "tg" {print $5}' "$results" | median)
-    pl=$(awk -v m=$mode -v q=$q '$1 == m && $2 == q && $3 == "plain" {print $5}' "$results" | median)
-    hd=$(awk -v m=$mode -v q=$q '$1 == m && $2 == q && $3 == "hand" {print $5}' "$results" | median)
-    awk -v m=$mode -v q=$q -v tg="$tg" -v pl="$pl" -v hd="$hd" \
-      'BEGIN {printf "| %s | %s | %.0f | %.0f | %.0f | %.3f | %.3f |\n", m, q, tg, pl, hd, tg / pl, tg / hd}'
-  done
-done
+python3 - "$results" <<'PY'
+import statistics, sys
+tps = {}
+for line in open(sys.argv[1]):
+    mode, q, var, rnd, t = line.split()
+    tps[(mode, q, var, int(rnd))] = float(t)
+for mode in ("simple", "prepared"):
+    for q in ("range", "point"):
+        rounds = sorted({r for (m, qq, _, r) in tps if m == mode and qq == q})
+        med = lambda v: statistics.median(tps[(mode, q, v, r)] for r in rounds)
+        ratio = lambda v: statistics.median(tps[(mode, q, "tg", r)] / tps[(mode, q, v, r)] for r in rounds)
+        print(f"| {mode} | {q} | {med('tg'):.0f} | {med('plain'):.0f} | {med('hand'):.0f} | {ratio('plain'):.3f} | {ratio('hand'):.3f} |")
+PY

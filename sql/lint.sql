@@ -220,11 +220,22 @@ findings AS (
            'unique_without_tenant', format('%I.%I', t.nspname, ic.relname),
            format('unique index on %s does not include tenant column %I: inserting a duplicate '
                   'reveals that another tenant has the value', t.obj, t.col),
-           format('-- make it unique per tenant: CREATE UNIQUE INDEX ON %s (%I, ...); then drop %I',
-                  t.obj, t.col, ic.relname)
+           CASE WHEN i.indisprimary OR i.indnkeyatts <> i.indnatts OR i.indexprs IS NOT NULL
+                     OR i.indpred IS NOT NULL
+                THEN format('-- make it unique per tenant: a unique key on (%I, ...) of %s', t.col, t.obj)
+                ELSE format('CREATE UNIQUE INDEX ON %s (%I, %s); %s;', t.obj, t.col,
+                            (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY k.n)
+                               FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n)
+                               JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.attnum),
+                            CASE WHEN con.oid IS NOT NULL
+                                 THEN format('ALTER TABLE %s DROP CONSTRAINT %I', t.obj, con.conname)
+                                 ELSE format('DROP INDEX %I.%I', t.nspname, ic.relname) END)
+           END
       FROM tt t
       JOIN pg_index i ON i.indrelid = t.oid AND i.indisunique
       JOIN pg_class ic ON ic.oid = i.indexrelid
+      LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = t.oid
+                                 AND con.contype IN ('u', 'p')
      WHERE t.tattnum IS NOT NULL AND NOT t.exempt AND NOT (t.tattnum = ANY (i.indkey::int2[]))
     UNION ALL
     SELECT 'warn', 'foreign_key_without_tenant', format('%I on %s', con.conname, t.obj),
