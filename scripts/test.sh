@@ -18,6 +18,9 @@ unit=$(grep -oE 'test result: ok\. [0-9]+ passed' /tmp/tenantguard-pgtest.log | 
 
 echo "== pg_regress suite"
 install_extension
+# A fixture extension whose script creates a tenant table (auto-protect must skip it).
+sharedir=$("$PG_CONFIG" --sharedir)/extension
+install -m 644 pg_test/fixtures/tg_fixture.control pg_test/fixtures/tg_fixture--1.0.sql "$sharedir/"
 out=/tmp/tenantguard-regress
 rm -rf "$out"; mkdir -p "$out"; chown postgres:postgres "$out"
 schedule=$(ls pg_test/sql/*.sql | xargs -n1 basename | sed 's/\.sql$//' | sort)
