@@ -14,11 +14,7 @@ rounds=${1:-4}
 dir=/tmp/tenantguard-ddl-bench
 port=55435
 
-bash scripts/setup.sh
-echo "== release build" >&2
-install_extension --release >/tmp/tenantguard-ddl-bench-install.log 2>&1 || { cat /tmp/tenantguard-ddl-bench-install.log; exit 1; }
-cluster_start "$dir" "$port"
-trap 'cluster_stop "$dir"' EXIT
+bench_setup tenantguard-ddl-bench "$dir" "$port"
 psql_db() { local db=$1; shift; as_pg psql -X -q -v ON_ERROR_STOP=1 -h "$dir" -p "$port" -U postgres -d "$db" "$@"; }
 
 psql_db postgres -c "CREATE DATABASE tg" -c "CREATE DATABASE plain"

@@ -12,11 +12,7 @@ tables=${1:-10000}
 dir=/tmp/tenantguard-lint-bench
 port=55436
 
-bash scripts/setup.sh
-echo "== release build" >&2
-install_extension --release >/tmp/tenantguard-lint-bench-install.log 2>&1 || { cat /tmp/tenantguard-lint-bench-install.log; exit 1; }
-cluster_start "$dir" "$port" "max_locks_per_transaction = 1024"
-trap 'cluster_stop "$dir"' EXIT
+bench_setup tenantguard-lint-bench "$dir" "$port" "max_locks_per_transaction = 1024"
 psql_su() { as_pg psql -X -q -v ON_ERROR_STOP=1 -h "$dir" -p "$port" -U postgres -d postgres "$@"; }
 
 echo "== creating $tables tables" >&2

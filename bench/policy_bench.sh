@@ -21,11 +21,7 @@ rounds=${2:-6}
 dir=/tmp/tenantguard-bench
 port=55434
 
-bash scripts/setup.sh
-echo "== release build" >&2
-install_extension --release >/tmp/tenantguard-bench-install.log 2>&1 || { cat /tmp/tenantguard-bench-install.log; exit 1; }
-cluster_start "$dir" "$port" "shared_buffers = '512MB'" "autovacuum = off" "max_wal_size = '4GB'"
-trap 'cluster_stop "$dir"' EXIT
+bench_setup tenantguard-bench "$dir" "$port" "shared_buffers = '512MB'" "autovacuum = off" "max_wal_size = '4GB'"
 psql_su() { as_pg psql -X -q -v ON_ERROR_STOP=1 -h "$dir" -p "$port" -U postgres -d postgres "$@"; }
 
 echo "== loading 3 x 1M rows" >&2

@@ -33,3 +33,16 @@ cluster_stop() {
     as_pg "$PGBIN/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
   fi
 }
+
+# bench_setup NAME DIR PORT [postgresql.conf lines...]: installs what is missing, builds and installs
+# the extension with --release, and starts a throwaway cluster that is stopped when the script exits.
+bench_setup() {
+  local name=$1 dir=$2 port=$3
+  shift 3
+  bash scripts/setup.sh
+  echo "== release build" >&2
+  install_extension --release >"/tmp/$name-install.log" 2>&1 || { cat "/tmp/$name-install.log"; exit 1; }
+  cluster_start "$dir" "$port" "$@"
+  # shellcheck disable=SC2064  # expand $dir now
+  trap "cluster_stop '$dir'" EXIT
+}

@@ -53,18 +53,8 @@ checked AS (
            EXISTS (SELECT 1 FROM pg_attribute a
                     WHERE a.attrelid = k.oid AND a.attname = k.col
                       AND a.attnum > 0 AND NOT a.attisdropped) AS has_column,
-           EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = k.oid
-                      AND p.polname = 'tenantguard_tenant_select' AND p.polcmd = 'r'
-                      AND p.polpermissive) AS sel,
-           EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = k.oid
-                      AND p.polname = 'tenantguard_tenant_insert' AND p.polcmd = 'a'
-                      AND p.polpermissive) AS ins,
-           EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = k.oid
-                      AND p.polname = 'tenantguard_tenant_update' AND p.polcmd = 'w'
-                      AND p.polpermissive) AS upd,
-           EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = k.oid
-                      AND p.polname = 'tenantguard_tenant_delete' AND p.polcmd = 'd'
-                      AND p.polpermissive) AS del,
+           COALESCE(pol.sel, false) AS sel, COALESCE(pol.ins, false) AS ins,
+           COALESCE(pol.upd, false) AS upd, COALESCE(pol.del, false) AS del,
            EXISTS (SELECT 1 FROM pg_index i
                      JOIN pg_attribute a ON a.attrelid = k.oid AND a.attnum = i.indkey[0]
                     WHERE i.indrelid = k.oid AND a.attname = k.col) AS idx,
@@ -79,6 +69,15 @@ checked AS (
                                       'current_setting\(''([^'']+)''', 'g') AS m
                                    WHERE m[1] <> k.tenant_setting)) AS guc_check
       FROM candidates k
+      -- One probe of pg_policy per table for the four isolation policies.
+      LEFT JOIN LATERAL (
+          SELECT bool_or(p.polname = 'tenantguard_tenant_select' AND p.polcmd = 'r') AS sel,
+                 bool_or(p.polname = 'tenantguard_tenant_insert' AND p.polcmd = 'a') AS ins,
+                 bool_or(p.polname = 'tenantguard_tenant_update' AND p.polcmd = 'w') AS upd,
+                 bool_or(p.polname = 'tenantguard_tenant_delete' AND p.polcmd = 'd') AS del
+            FROM pg_policy p
+           WHERE p.polrelid = k.oid AND p.polpermissive
+             AND p.polname LIKE 'tenantguard\_tenant\_%') pol ON true
 ),
 judged AS (
     SELECT c.*,
