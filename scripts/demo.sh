@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # tenantguard in two minutes: installs what is missing, builds and installs the extension, starts a
-# throwaway PostgreSQL cluster, and shows two tenants sharing one protected table.
+# throwaway PostgreSQL cluster, protects an existing table, lets the event trigger protect a new
+# one, and shows two tenants sharing a protected table.
 # The cluster is stopped and removed at the end; pass --keep to leave it running for a look around.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,8 +20,7 @@ if [ "$keep" != --keep ]; then trap 'cluster_stop "$dir"; rm -rf "$dir"; echo "=
 psql_as() { local role=$1; shift; as_pg psql -X -q -h "$dir" -p "$port" -U "$role" -d postgres "$@"; }
 
 psql_as postgres -v ON_ERROR_STOP=1 <<'SQL'
-\echo '== as the DBA: install, and a table shared by two tenants'
-CREATE EXTENSION tenantguard;
+\echo '== as the DBA: a table from before tenantguard, shared by two tenants'
 CREATE ROLE app LOGIN NOSUPERUSER NOBYPASSRLS;
 CREATE TABLE products (
   id        bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
@@ -32,18 +32,25 @@ INSERT INTO products (tenant_id, name) VALUES
   ('a0000000-0000-0000-0000-00000000000a', 'Acme anvil'),
   ('a0000000-0000-0000-0000-00000000000a', 'Acme rocket'),
   ('b0000000-0000-0000-0000-00000000000b', 'Globex widget');
-CREATE TABLE orders (id bigint PRIMARY KEY, tenant_id uuid NOT NULL, total numeric);
-GRANT SELECT, INSERT, UPDATE, DELETE ON products, orders TO app;
+GRANT SELECT, INSERT, UPDATE, DELETE ON products TO app;
+CREATE EXTENSION tenantguard;
 
 \echo
-\echo '== coverage before: nothing is protected'
+\echo '== coverage: the existing table is not protected'
 SELECT table_name, status, missing FROM tenantguard.coverage();
 
 \echo '== one line in a migration'
 SELECT tenantguard.protect('products');
-SELECT tenantguard.protect('orders');
+
+\echo '== a new table with a tenant column is protected as it is created (event trigger)'
+CREATE TABLE orders (id bigint PRIMARY KEY, tenant_id uuid NOT NULL, total numeric);
+GRANT SELECT, INSERT, UPDATE, DELETE ON orders TO app;
 SELECT table_name, rls_enabled, rls_forced, tenant_index, status FROM tenantguard.coverage();
 SELECT tenantguard.assert_coverage();
+
+\echo '== switching protection off by accident is refused'
+\set ON_ERROR_STOP 0
+ALTER TABLE products DISABLE ROW LEVEL SECURITY;
 SQL
 
 psql_as app <<'SQL'
