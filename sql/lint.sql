@@ -175,8 +175,9 @@ findings AS (
     SELECT 'warn', 'policy_defeats_index', format('%I on %s', h.polname, h.obj),
            format('tenant column %I is cast in the policy: no index can serve it, and the setting '
                   'is compared for every row', h.col),
-           format('-- compare %I itself: %I = NULLIF(current_setting(%L, true), '''')::<column type>',
-                  h.col, h.col, h.tenant_setting)
+           format('DROP POLICY %I ON %s; -- tenantguard''s own policies compare %I itself; '
+                  'rewrite a needed one as %I = NULLIF(current_setting(%L, true), '''')::<type>',
+                  h.polname, h.obj, h.col, h.col, h.tenant_setting)
       FROM hand h
      WHERE COALESCE(h.q, '') || COALESCE(h.wc, '') LIKE '%(' || quote_ident(h.col) || ')::%'
     -- Views and materialized views
@@ -238,15 +239,31 @@ findings AS (
                                  AND con.contype IN ('u', 'p')
      WHERE t.tattnum IS NOT NULL AND NOT t.exempt AND NOT (t.tattnum = ANY (i.indkey::int2[]))
     UNION ALL
-    SELECT 'warn', 'foreign_key_without_tenant', format('%I on %s', con.conname, t.obj),
-           format('foreign key does not include tenant column %I on both sides: it can reference '
-                  'another tenant''s row, and reveals whether it exists', t.col),
-           format('-- reference (%I, ...) on both sides: FOREIGN KEY (%I, ...) REFERENCES ... (%I, ...)',
-                  t.col, t.col, t.col)
-      FROM tt t
-      JOIN pg_constraint con ON con.contype = 'f' AND (con.conrelid = t.oid OR con.confrelid = t.oid)
-     WHERE t.tattnum IS NOT NULL AND NOT t.exempt
-       AND NOT (t.tattnum = ANY (CASE WHEN con.conrelid = t.oid THEN con.conkey ELSE con.confkey END))
+    SELECT 'warn', 'foreign_key_without_tenant', format('%I on %s', con.conname, con.conrelid::regclass),
+           format('foreign key to %s does not include the tenant column on both sides: it can '
+                  'reference another tenant''s row, and reveals whether it exists', con.confrelid::regclass),
+           CASE WHEN c.tattnum IS NOT NULL AND p.tattnum IS NOT NULL
+                     AND NOT (c.tattnum = ANY (con.conkey)) AND NOT (p.tattnum = ANY (con.confkey))
+                THEN format('CREATE UNIQUE INDEX ON %s (%I, %s); ALTER TABLE %s DROP CONSTRAINT %I, '
+                            'ADD FOREIGN KEY (%I, %s) REFERENCES %s (%I, %s);',
+                            p.obj, p.col, fk.refcols, c.obj, con.conname,
+                            c.col, fk.cols, p.obj, p.col, fk.refcols)
+                ELSE format('-- reference (%s, ...) from a table that has the tenant column too',
+                            quote_ident(COALESCE(p.col, c.col))) END
+      FROM pg_constraint con
+      LEFT JOIN tt c ON c.oid = con.conrelid AND NOT c.exempt
+      LEFT JOIN tt p ON p.oid = con.confrelid AND NOT p.exempt
+     CROSS JOIN LATERAL (
+          SELECT (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY k.n)
+                    FROM unnest(con.conkey) WITH ORDINALITY AS k(attnum, n)
+                    JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum) AS cols,
+                 (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY k.n)
+                    FROM unnest(con.confkey) WITH ORDINALITY AS k(attnum, n)
+                    JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.attnum) AS refcols
+         ) fk
+     WHERE con.contype = 'f' AND (c.oid IS NOT NULL OR p.oid IS NOT NULL)
+       AND NOT (COALESCE(c.tattnum = ANY (con.conkey), false)
+                AND COALESCE(p.tattnum = ANY (con.confkey), false))
 )
 SELECT u.level, u.code, u.object, u.detail, u.fix
   FROM (SELECT DISTINCT f.level, f.code, f.object, f.detail, f.fix
