@@ -67,18 +67,6 @@ pub fn kept_first<T: FromDatum + IntoDatum>(
 pub const OID: PgOid = PgOid::BuiltIn(PgBuiltInOids::OIDOID);
 pub const TEXT: PgOid = PgOid::BuiltIn(PgBuiltInOids::TEXTOID);
 
-/// The first column of the first row of a query, or `None` when it returns no row (or NULL).
-pub fn first_row<T: FromDatum + IntoDatum>(sql: &str, args: &[DatumWithOid<'_>]) -> Option<T> {
-    spi(Spi::connect(|client| {
-        let rows = client.select(sql, Some(1), args)?;
-        if rows.is_empty() {
-            Ok(None)
-        } else {
-            rows.first().get_one::<T>()
-        }
-    }))
-}
-
 /// What protect() needs to know about a relation.
 #[derive(Debug, Clone)]
 pub struct RelInfo {

@@ -3,9 +3,12 @@
 //! Both go through the setting named by `tenantguard.tenant_setting`, so applications that already
 //! `SET app.current_tenant_id` (or `SET LOCAL` it behind a transaction-mode pooler) keep working.
 
-use crate::errors::spi;
+use crate::catalog::{kept_first, TEXT};
 use crate::gucs;
 use pgrx::prelude::*;
+use pgrx::spi::OwnedPreparedStatement;
+use pgrx::{PgBuiltInOids, PgOid};
+use std::cell::OnceCell;
 use std::ffi::{CStr, CString};
 
 /// The tenant setting's value, or `None` when it is unset or empty.
@@ -31,11 +34,17 @@ fn current_tenant() -> Option<String> {
 /// Sets the tenant for the transaction (`is_local`, the default) or the session. NULL or '' clears it.
 #[pg_extern(volatile, parallel_unsafe)]
 fn set_tenant(tenant: Option<&str>, is_local: default!(bool, true)) -> Option<String> {
+    // Applications call this once per request: the plan is kept per backend, not re-planned.
+    thread_local! {
+        static PLAN: OnceCell<OwnedPreparedStatement> = const { OnceCell::new() };
+    }
     let name = gucs::tenant_setting();
-    spi(Spi::get_one_with_args::<String>(
+    kept_first::<String>(
+        &PLAN,
         "SELECT pg_catalog.set_config($1, $2, $3)",
+        &[TEXT, TEXT, PgOid::BuiltIn(PgBuiltInOids::BOOLOID)],
         &[name.into(), tenant.unwrap_or("").into(), is_local.into()],
-    ));
+    );
     tenant_value()
 }
 
