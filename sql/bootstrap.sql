@@ -30,6 +30,7 @@ CREATE TABLE tenantguard.registry (
     tenant_column   name        NOT NULL,
     options         jsonb       NOT NULL DEFAULT '{}',
     policies        jsonb       NOT NULL DEFAULT '[]',
+    triggers        name[]      NOT NULL DEFAULT '{}',
     rls_was_enabled boolean     NOT NULL,
     rls_was_forced  boolean     NOT NULL,
     protected_at    timestamptz NOT NULL DEFAULT pg_catalog.now(),

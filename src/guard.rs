@@ -359,9 +359,11 @@ fn guard_end_state() {
            FROM pg_catalog.pg_event_trigger_ddl_commands() c
            LEFT JOIN pg_catalog.pg_policy p
                   ON c.classid = 'pg_catalog.pg_policy'::pg_catalog.regclass AND p.oid = c.objid
+           LEFT JOIN pg_catalog.pg_trigger t
+                  ON c.classid = 'pg_catalog.pg_trigger'::pg_catalog.regclass AND t.oid = c.objid
            JOIN tenantguard.registry r
              ON r.relid = CASE WHEN c.classid = 'pg_catalog.pg_class'::pg_catalog.regclass
-                               THEN c.objid ELSE p.polrelid END",
+                               THEN c.objid ELSE COALESCE(p.polrelid, t.tgrelid) END",
         &[],
         &[],
         |rows| {
@@ -385,7 +387,7 @@ fn guard_end_state() {
             )
             .set_detail(
                 "tenantguard refuses DDL that switches a protected table's row level security \
-                 off or changes its policies.",
+                 off or changes its policies or triggers.",
             )
             .set_hint(format!(
                 "To remove the protection, call SELECT tenantguard.unprotect('{}'); \
@@ -410,6 +412,7 @@ fn guard_drops() {
                   WHERE (d.object_type = 'policy'
                          AND r.policies @> pg_catalog.jsonb_build_array(
                                              pg_catalog.jsonb_build_object('name', d.address_names[3])))
+                     OR (d.object_type = 'trigger' AND d.address_names[3] = ANY (r.triggers))
                      OR (d.object_type = 'table column' AND r.tenant_column::text = d.address_names[3])",
                 None,
                 &[],
@@ -428,8 +431,8 @@ fn guard_drops() {
             continue;
         }
         let rel = RelInfo::load(oid);
-        let what = if kind == "policy" {
-            format!("policy \"{name}\"")
+        let what = if kind == "policy" || kind == "trigger" {
+            format!("{kind} \"{name}\"")
         } else {
             format!("tenant column \"{name}\"")
         };

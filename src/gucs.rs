@@ -9,6 +9,7 @@ use std::ffi::CString;
 pub const DEFAULT_TENANT_SETTING: &str = "app.current_tenant_id";
 pub const DEFAULT_ROLE_SETTING: &str = "app.user_role";
 pub const DEFAULT_TENANT_COLUMN: &str = "tenant_id";
+pub const DEFAULT_USER_SETTING: &str = "app.user_id";
 
 pub static TENANT_SETTING: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"app.current_tenant_id"));
@@ -27,6 +28,10 @@ pub enum AutoProtect {
     #[name = c"off"]
     Off,
 }
+
+pub static USER_SETTING: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"app.user_id"));
+pub static AUDIT_WINDOW: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
 pub static AUTO_PROTECT: GucSetting<AutoProtect> = GucSetting::<AutoProtect>::new(AutoProtect::On);
 pub static GUARD: GucSetting<bool> = GucSetting::<bool>::new(true);
@@ -81,6 +86,22 @@ pub fn init() {
         GucContext::Suset,
         GucFlags::default(),
     );
+    GucRegistry::define_string_guc(
+        c"tenantguard.user_setting",
+        c"Name of the setting that holds the application user.",
+        c"The audit trigger writes its value into audit_log.app_user.",
+        &USER_SETTING,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"tenantguard.audit_window",
+        c"How far back tenants see their audit rows (an interval; empty means no limit).",
+        c"Members of tenantguard_admin see every row regardless.",
+        &AUDIT_WINDOW,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
 }
 
 fn string_setting(setting: &GucSetting<Option<CString>>, default: &str) -> String {
@@ -124,6 +145,14 @@ pub fn role_setting() -> String {
         "tenantguard.role_setting",
         &ROLE_SETTING,
         DEFAULT_ROLE_SETTING,
+    )
+}
+
+pub fn user_setting() -> String {
+    custom_setting_name(
+        "tenantguard.user_setting",
+        &USER_SETTING,
+        DEFAULT_USER_SETTING,
     )
 }
 

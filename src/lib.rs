@@ -5,6 +5,7 @@
 
 use pgrx::prelude::*;
 
+mod audit;
 mod catalog;
 mod context;
 mod errors;
@@ -13,6 +14,7 @@ mod gucs;
 mod protect;
 mod sqlcheck;
 mod templates;
+mod triggers;
 
 ::pgrx::pg_module_magic!(name, version);
 
@@ -21,6 +23,11 @@ extension_sql_file!(
     "../sql/coverage.sql",
     name = "coverage",
     requires = ["bootstrap"]
+);
+extension_sql_file!(
+    "../sql/audit.sql",
+    name = "audit",
+    requires = ["bootstrap", current_tenant]
 );
 extension_sql_file!("../sql/lint.sql", name = "lint", requires = ["bootstrap"]);
 

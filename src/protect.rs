@@ -8,6 +8,7 @@ use crate::catalog::{kept_first, kept_select, kept_update, RelInfo, TenantColumn
 use crate::errors::{raise, spi};
 use crate::gucs;
 use crate::templates::{self, ExtraPolicy, PolicySpec, ProtectOptions};
+use crate::triggers;
 use pgrx::prelude::*;
 use pgrx::spi::OwnedPreparedStatement;
 use pgrx::spi::{quote_identifier, quote_literal};
@@ -28,6 +29,10 @@ struct ProtectArgs {
     app_roles_commands: Option<Vec<Option<String>>>,
     shared_read: Option<String>,
     extra_policies: Option<serde_json::Value>,
+    audit: Option<bool>,
+    audit_exclude: Option<Vec<Option<String>>>,
+    updated_at: Option<bool>,
+    skip_noop_updates: Option<bool>,
     dry_run: bool,
 }
 
@@ -49,6 +54,7 @@ struct Registration {
     tenant_column: String,
     options: Option<ProtectOptions>,
     policies: Vec<RecordedPolicy>,
+    triggers: Vec<String>,
     rls_was_enabled: bool,
     rls_was_forced: bool,
 }
@@ -118,7 +124,8 @@ fn load_registration(rel: &RelInfo) -> Option<Registration> {
     }
     kept_select(
         &PLAN,
-        "SELECT options, policies, rls_was_enabled, rls_was_forced, tenant_column::text
+        "SELECT options, policies, rls_was_enabled, rls_was_forced, tenant_column::text,
+                triggers::text[]
            FROM tenantguard.registry WHERE relid = $1",
         &[OID],
         &[rel.oid.into()],
@@ -136,6 +143,7 @@ fn load_registration(rel: &RelInfo) -> Option<Registration> {
                     tenant_column: row.get::<String>(5)?.unwrap_or_default(),
                     options,
                     policies,
+                    triggers: row.get::<Vec<String>>(6)?.unwrap_or_default(),
                     rls_was_enabled: row.get::<bool>(3)?.unwrap_or(false),
                     rls_was_forced: row.get::<bool>(4)?.unwrap_or(false),
                 });
@@ -298,6 +306,42 @@ fn plan_protect(rel: &RelInfo, column: &TenantColumn, options: &ProtectOptions) 
         did.push(format!("dropped policies {}", dropped.join(", ")));
     }
 
+    // Triggers: tenantguard's own names only; one not asked for any more is dropped.
+    let wanted_triggers = triggers::desired_triggers(rel, options);
+    let live_triggers = triggers::live_triggers(rel.oid);
+    let mut attached = Vec::new();
+    let mut detached = Vec::new();
+    for t in &live_triggers {
+        let ours = registration
+            .as_ref()
+            .is_some_and(|r| r.triggers.contains(&t.name));
+        if ours && !wanted_triggers.iter().any(|w| w.name == t.name) {
+            sql.push(triggers::drop_sql(rel, &t.name));
+            detached.push(t.name.clone());
+        }
+    }
+    for spec in &wanted_triggers {
+        match live_triggers.iter().find(|l| l.name == spec.name) {
+            Some(l) if triggers::is_intact(spec, l) => {}
+            Some(_) => {
+                sql.push(triggers::drop_sql(rel, spec.name));
+                sql.push(triggers::create_sql(rel, spec));
+                attached.push(spec.name.to_string());
+            }
+            None => {
+                sql.push(triggers::create_sql(rel, spec));
+                attached.push(spec.name.to_string());
+            }
+        }
+    }
+    if !attached.is_empty() {
+        did.push(format!("attached triggers {}", attached.join(", ")));
+    }
+    if !detached.is_empty() {
+        did.push(format!("dropped triggers {}", detached.join(", ")));
+    }
+    let trigger_names: Vec<String> = wanted_triggers.iter().map(|t| t.name.to_string()).collect();
+
     // Row level security does not cover TRUNCATE, and REFERENCES lets a role build foreign keys
     // that probe other tenants' keys: nobody but the owner keeps either.
     let grantees = truncate_or_references_grantees(rel);
@@ -321,6 +365,7 @@ fn plan_protect(rel: &RelInfo, column: &TenantColumn, options: &ProtectOptions) 
         r.options.as_ref() == Some(options)
             && r.policies.len() == desired.len()
             && r.policies.iter().zip(&desired).all(|(a, b)| a.spec == *b)
+            && r.triggers == trigger_names
     });
     if !sql.is_empty() || !registry_current {
         let (was_enabled, was_forced) = registration
@@ -330,12 +375,21 @@ fn plan_protect(rel: &RelInfo, column: &TenantColumn, options: &ProtectOptions) 
             });
         let options_json = serde_json::to_string(options).expect("options serialize");
         let policies_json = serde_json::to_string(&desired).expect("policies serialize");
+        let triggers_array = format!(
+            "ARRAY[{}]::text[]",
+            trigger_names
+                .iter()
+                .map(quote_literal)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
         sql.push(format!(
-            "SELECT tenantguard._register({}::regclass, {}, {}::jsonb, {}::jsonb, {}, {})",
+            "SELECT tenantguard._register({}::regclass, {}, {}::jsonb, {}::jsonb, {}, {}, {})",
             quote_literal(rel.qualified()),
             quote_literal(&column.name),
             quote_literal(options_json),
             quote_literal(policies_json),
+            triggers_array,
             was_enabled,
             was_forced
         ));
@@ -432,6 +486,25 @@ fn plan_unprotect(rel: &RelInfo, registration: &Registration) -> TablePlan {
     let mut did = Vec::new();
     if !dropped.is_empty() {
         did.push(format!("dropped policies {}", dropped.join(", ")));
+    }
+    let live_triggers = triggers::live_triggers(rel.oid);
+    let detached: Vec<&String> = registration
+        .triggers
+        .iter()
+        .filter(|t| live_triggers.iter().any(|l| &l.name == *t))
+        .collect();
+    for t in &detached {
+        sql.push(triggers::drop_sql(rel, t));
+    }
+    if !detached.is_empty() {
+        did.push(format!(
+            "dropped triggers {}",
+            detached
+                .iter()
+                .map(|t| t.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
     }
     if rel.rls_forced && !registration.rls_was_forced {
         sql.push(format!(
@@ -614,6 +687,19 @@ fn resolve_options(args: ProtectArgs) -> ProtectOptions {
         }
     };
 
+    let mut audit_exclude: Vec<String> = Vec::new();
+    for c in args.audit_exclude.unwrap_or_default().into_iter().flatten() {
+        if c.is_empty() {
+            invalid(
+                "audit_exclude must not contain an empty column name".into(),
+                "For example audit_exclude => ARRAY['password_hash'].",
+            );
+        }
+        if !audit_exclude.contains(&c) {
+            audit_exclude.push(c);
+        }
+    }
+
     ProtectOptions {
         tenant_column,
         tenant_setting: gucs::tenant_setting(),
@@ -625,6 +711,10 @@ fn resolve_options(args: ProtectArgs) -> ProtectOptions {
         role_setting,
         shared_read: args.shared_read,
         extra_policies,
+        audit: args.audit.unwrap_or(true),
+        audit_exclude,
+        updated_at: args.updated_at,
+        skip_noop_updates: args.skip_noop_updates.unwrap_or(true),
     }
 }
 
@@ -746,6 +836,16 @@ pub fn drift(rel: &RelInfo) -> Vec<String> {
             out.push(format!("its policy \"{}\" would be gone", p.spec.name));
         }
     }
+    if !reg.triggers.is_empty() {
+        let live = triggers::live_triggers(rel.oid);
+        for t in &reg.triggers {
+            match live.iter().find(|l| &l.name == t) {
+                None => out.push(format!("its trigger \"{t}\" would be gone")),
+                Some(l) if !l.enabled => out.push(format!("its trigger \"{t}\" would be disabled")),
+                Some(_) => {}
+            }
+        }
+    }
     out
 }
 
@@ -775,6 +875,7 @@ fn _register(
     tenant_column: &str,
     options: JsonB,
     policies: JsonB,
+    triggers: Vec<String>,
     rls_was_enabled: bool,
     rls_was_forced: bool,
 ) {
@@ -806,20 +907,30 @@ fn _register(
     kept_update(
         &PLAN,
         "INSERT INTO tenantguard.registry AS r
-                (relid, tenant_column, options, policies, rls_was_enabled, rls_was_forced)
-         VALUES ($1::pg_catalog.regclass, $2, $3, $4, $5, $6)
+                (relid, tenant_column, options, policies, triggers, rls_was_enabled, rls_was_forced)
+         VALUES ($1::pg_catalog.regclass, $2, $3, $4, $5::pg_catalog.name[], $6, $7)
          ON CONFLICT (relid) DO UPDATE
             SET tenant_column = EXCLUDED.tenant_column,
                 options       = EXCLUDED.options,
                 policies      = EXCLUDED.policies,
+                triggers      = EXCLUDED.triggers,
                 protected_at  = pg_catalog.now(),
                 protected_by  = CURRENT_USER",
-        &[OID, TEXT, jsonb, jsonb, boolean, boolean],
+        &[
+            OID,
+            TEXT,
+            jsonb,
+            jsonb,
+            PgOid::BuiltIn(PgBuiltInOids::TEXTARRAYOID),
+            boolean,
+            boolean,
+        ],
         &[
             tbl.into(),
             tenant_column.into(),
             options.into(),
             JsonB(recorded).into(),
+            triggers.into(),
             rls_was_enabled.into(),
             rls_was_forced.into(),
         ],
@@ -937,7 +1048,11 @@ CREATE FUNCTION tenantguard.protect(
     app_roles_commands text[] DEFAULT ARRAY['SELECT'],
     shared_read text DEFAULT NULL,
     extra_policies jsonb DEFAULT NULL,
-    dry_run boolean DEFAULT false)
+    dry_run boolean DEFAULT false,
+    audit boolean DEFAULT true,
+    audit_exclude text[] DEFAULT NULL,
+    updated_at boolean DEFAULT NULL,
+    skip_noop_updates boolean DEFAULT true)
 RETURNS text
 LANGUAGE sql VOLATILE
 SET intervalstyle = 'postgres'
@@ -951,9 +1066,13 @@ AS $$
            'app_roles_commands', app_roles_commands,
            'shared_read', shared_read,
            'extra_policies', extra_policies,
+           'audit', audit,
+           'audit_exclude', audit_exclude,
+           'updated_at', updated_at,
+           'skip_noop_updates', skip_noop_updates,
            'dry_run', dry_run))
 $$;
-COMMENT ON FUNCTION tenantguard.protect(regclass, name, name, interval, name, text[], text[], text, jsonb, boolean) IS
+COMMENT ON FUNCTION tenantguard.protect(regclass, name, name, interval, name, text[], text[], text, jsonb, boolean, boolean, text[], boolean, boolean) IS
   'Enable and force row level security on a table (and its partitions) with tenant isolation and the asked-for policy templates. Idempotent.';
 
 CREATE FUNCTION tenantguard.policies(tbl regclass)

@@ -34,6 +34,15 @@ pub struct ProtectOptions {
     pub role_setting: Option<String>,
     pub shared_read: Option<String>,
     pub extra_policies: Vec<ExtraPolicy>,
+    /// Attach the audit trigger.
+    pub audit: bool,
+    /// Columns the audit trigger leaves out of old_values and new_values.
+    pub audit_exclude: Vec<String>,
+    /// Attach the updated_at trigger: Some(true) requires the column, None attaches it when the
+    /// table has one, Some(false) never.
+    pub updated_at: Option<bool>,
+    /// An UPDATE that changes nothing writes no audit row and keeps updated_at.
+    pub skip_noop_updates: bool,
 }
 
 /// One entry of `extra_policies`: a custom predicate for a shape the templates do not cover.

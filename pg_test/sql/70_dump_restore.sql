@@ -17,7 +17,9 @@ CREATE TABLE t2_1 PARTITION OF t2 FOR VALUES WITH (MODULUS 2, REMAINDER 1);
 CREATE TABLE lookup (id int, tenant_id int);
 SELECT tenantguard.exempt('lookup', 'reference data');
 RESET ROLE;
-INSERT INTO t1 (id, tenant_id) VALUES (1, 'acme'), (2, 'globex');
+INSERT INTO t1 (id, tenant_id) VALUES (1, 'acme'), (2, 'globex'), (3, 'acme');
+UPDATE t1 SET tenant_id = 'globex' WHERE id = 3;
+DELETE FROM t1 WHERE id = 3;
 GRANT SELECT ON t1 TO tg_app;
 -- The state to compare: every table's RLS flags and policies, the registry and the exemptions.
 CREATE VIEW tg_state AS
@@ -31,10 +33,20 @@ CREATE VIEW tg_state AS
     FROM pg_policy p
   UNION ALL
   SELECT 'registry', r.relid::text,
-         format('%s %s %s %s %s', r.tenant_column, r.options, r.policies, r.rls_was_enabled, r.rls_was_forced)
+         format('%s %s %s %s %s %s', r.tenant_column, r.options, r.policies, r.triggers,
+                r.rls_was_enabled, r.rls_was_forced)
     FROM tenantguard.registry r
   UNION ALL
-  SELECT 'exemption', x.relid::text, x.reason FROM tenantguard.exemptions x;
+  SELECT 'exemption', x.relid::text, x.reason FROM tenantguard.exemptions x
+  UNION ALL
+  SELECT 'trigger', format('%s.%s', t.tgrelid::regclass, t.tgname),
+         format('%s %s %s %s', t.tgtype, t.tgenabled, t.tgfoid::regprocedure, encode(t.tgargs, 'escape'))
+    FROM pg_trigger t WHERE NOT t.tgisinternal
+  UNION ALL
+  SELECT 'audit', a.id::text,
+         format('%s %s %s %s %s %s %s %s %s', a.table_name, a.op, a.tenant_id, a.record_key, a.old_values,
+                a.new_values, a.changed_columns, a.occurred_at, a.txid)
+    FROM tenantguard.audit_log a;
 SELECT kind, name FROM tg_state ORDER BY 1, 2;
 SELECT md5(string_agg(format('%s|%s|%s', kind, name, detail), ',' ORDER BY kind, name)) AS state FROM tg_state \gset src_
 \! /usr/lib/postgresql/15/bin/pg_dump -Fc -d tg_src -f /tmp/tenantguard_regress.dump && echo dumped
@@ -44,6 +56,11 @@ CREATE DATABASE tg_dst;
 \c tg_dst postgres
 SELECT md5(string_agg(format('%s|%s|%s', kind, name, detail), ',' ORDER BY kind, name)) = :'src_state' AS same_state
   FROM tg_state;
+-- The audit log came back whole, and its id sequence with it: the next row follows the old ones.
+SELECT count(*) AS audit_rows, max(id) AS max_id FROM tenantguard.audit_log \gset
+SELECT :audit_rows AS audit_rows;
+INSERT INTO t1 (id, tenant_id) VALUES (4, 'acme');
+SELECT id > :max_id AS new_id_follows, op, record_key FROM tenantguard.audit_log WHERE record_key = '{"id": 4}';
 SELECT table_name, status, exempt_reason FROM tenantguard.coverage() ORDER BY table_name;
 -- Isolation holds in the restored database, and protect() finds nothing to change.
 \c tg_dst tg_app
@@ -57,11 +74,19 @@ SELECT tenantguard.protect('t1', time_window => '30 days', app_roles => ARRAY['c
 SELECT tenantguard.protect('t2');
 RESET ROLE;
 
--- DROP EXTENSION: the tables stay protected (RLS flags and policies use only built-in
--- functions), the registry and exemptions go. CREATE EXTENSION again: coverage() reports the
--- tables as partial (not_registered) until protect() adopts them again.
+-- DROP EXTENSION: refused while tables carry tenantguard's triggers. With CASCADE the triggers,
+-- the registry, the exemptions and the audit log go; the tables stay protected (RLS flags and
+-- policies use only built-in functions). CREATE EXTENSION again: coverage() reports the tables as
+-- partial (not_registered) until protect() adopts them again.
 DROP VIEW tg_state;
+\set VERBOSITY terse
 DROP EXTENSION tenantguard;
+\set VERBOSITY default
+\echo sqlstate :LAST_ERROR_SQLSTATE
+SET client_min_messages = warning;
+DROP EXTENSION tenantguard CASCADE;
+RESET client_min_messages;
+SELECT count(*) AS tenantguard_triggers_left FROM pg_trigger WHERE tgname LIKE 'tenantguard%';
 SELECT relname, relrowsecurity, relforcerowsecurity,
        (SELECT count(*) FROM pg_policy p WHERE p.polrelid = c.oid) AS policies
   FROM pg_class c WHERE relnamespace = 'public'::regnamespace AND relkind IN ('r', 'p') ORDER BY relname;

@@ -1,0 +1,93 @@
+-- The audit trail: one row per changed row of every audited table, written by tenantguard's
+-- trigger (src/audit.rs) straight into the heap. No role gets INSERT, UPDATE or DELETE on it; the
+-- trigger does not go through privileges or row level security, and purge_audit() is the only way
+-- rows leave it.
+CREATE TABLE tenantguard.audit_log (
+    id                bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    occurred_at       timestamptz NOT NULL,
+    statement_at      timestamptz NOT NULL,
+    txid              bigint      NOT NULL,
+    table_schema      name        NOT NULL,
+    table_name        name        NOT NULL,
+    table_oid         oid         NOT NULL,
+    op                text        NOT NULL CHECK (op IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE')),
+    tenant_id         text,
+    record_key        jsonb,
+    old_values        jsonb,
+    new_values        jsonb,
+    changed_columns   text[],
+    db_user           name        NOT NULL,
+    session_user_name name        NOT NULL,
+    app_user          text,
+    application_name  text
+);
+COMMENT ON TABLE tenantguard.audit_log IS
+  'Audit trail of tables protected with audit => true: who changed which row of which tenant, when, from what to what.';
+SELECT pg_catalog.pg_extension_config_dump('tenantguard.audit_log', '');
+SELECT pg_catalog.pg_extension_config_dump('tenantguard.audit_log_id_seq', '');
+
+-- "History of record X" and "tenant's changes in a period"; BRIN on occurred_at for purge_audit()
+-- costs next to nothing per insert.
+CREATE INDEX audit_log_record ON tenantguard.audit_log (table_oid, record_key);
+CREATE INDEX audit_log_tenant_time ON tenantguard.audit_log (tenant_id, occurred_at);
+CREATE INDEX audit_log_occurred_brin ON tenantguard.audit_log USING brin (occurred_at);
+
+-- The oldest audit row tenants may see: now() minus tenantguard.audit_window, or no limit.
+CREATE FUNCTION tenantguard._audit_since() RETURNS timestamptz
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT CASE WHEN COALESCE(current_setting('tenantguard.audit_window', true), '') = ''
+              THEN '-infinity'::timestamptz
+              ELSE now() - current_setting('tenantguard.audit_window')::interval END
+$$;
+
+ALTER TABLE tenantguard.audit_log ENABLE ROW LEVEL SECURITY;
+ALTER TABLE tenantguard.audit_log FORCE ROW LEVEL SECURITY;
+CREATE POLICY audit_tenant_read ON tenantguard.audit_log FOR SELECT
+  USING (tenant_id = tenantguard.current_tenant() AND occurred_at >= tenantguard._audit_since());
+CREATE POLICY audit_admin_read ON tenantguard.audit_log FOR SELECT TO tenantguard_admin
+  USING (true);
+REVOKE ALL ON tenantguard.audit_log FROM PUBLIC;
+GRANT SELECT ON tenantguard.audit_log TO PUBLIC;
+
+-- Deletes audit rows older than older_than, batch_size rows per DELETE, and returns how many.
+CREATE FUNCTION tenantguard.purge_audit(older_than interval, batch_size integer DEFAULT 10000)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cutoff timestamptz;
+    n bigint;
+    total bigint := 0;
+BEGIN
+    IF older_than IS NULL OR older_than < '0'::interval THEN
+        RAISE EXCEPTION 'purge_audit: older_than must be a non-negative interval, not %',
+                        COALESCE(older_than::text, 'NULL')
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'For example tenantguard.purge_audit(''1 year'').';
+    END IF;
+    IF batch_size IS NULL OR batch_size < 1 THEN
+        RAISE EXCEPTION 'purge_audit: batch_size must be at least 1, not %',
+                        COALESCE(batch_size::text, 'NULL')
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'Leave it out for batches of 10000 rows.';
+    END IF;
+    cutoff := now() - older_than;
+    LOOP
+        DELETE FROM tenantguard.audit_log
+         WHERE id IN (SELECT id FROM tenantguard.audit_log
+                       WHERE occurred_at < cutoff
+                       ORDER BY id LIMIT batch_size);
+        GET DIAGNOSTICS n = ROW_COUNT;
+        total := total + n;
+        EXIT WHEN n < batch_size;
+    END LOOP;
+    RETURN total;
+END
+$$;
+REVOKE ALL ON FUNCTION tenantguard.purge_audit(interval, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tenantguard.purge_audit(interval, integer) TO tenantguard_admin;
+COMMENT ON FUNCTION tenantguard.purge_audit(interval, integer) IS
+  'Delete audit rows older than the interval, in batches; returns the number deleted. For tenantguard_admin.';

@@ -1,0 +1,212 @@
+//! The triggers protect() attaches: the audit trigger (row and TRUNCATE) and the updated_at
+//! trigger. Planned here as SQL, like the policies, so the dry run shows them and unprotect()
+//! removes exactly them.
+
+use crate::catalog::{kept_select, RelInfo, OID, TEXT};
+use crate::errors::raise;
+use crate::templates::ProtectOptions;
+use pgrx::prelude::*;
+use pgrx::spi::OwnedPreparedStatement;
+use pgrx::spi::{quote_identifier, quote_literal};
+use std::cell::OnceCell;
+
+pub const AUDIT: &str = "tenantguard_audit";
+pub const AUDIT_TRUNCATE: &str = "tenantguard_audit_truncate";
+pub const UPDATED_AT: &str = "tenantguard_updated_at";
+pub const UPDATED_AT_COLUMN: &str = "updated_at";
+
+// pg_trigger.tgtype bits.
+const ROW: i16 = 1;
+const BEFORE: i16 = 2;
+const INSERT: i16 = 4;
+const DELETE: i16 = 8;
+const UPDATE: i16 = 16;
+const TRUNCATE: i16 = 32;
+
+/// One trigger tenantguard attaches.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TriggerSpec {
+    pub name: &'static str,
+    function: &'static str,
+    tgtype: i16,
+    timing: &'static str,
+    args: Vec<String>,
+}
+
+/// A trigger as it is in pg_trigger now.
+pub struct LiveTrigger {
+    pub name: String,
+    function: String,
+    tgtype: i16,
+    pub enabled: bool,
+    args: Vec<String>,
+}
+
+fn noop_arg(options: &ProtectOptions) -> String {
+    if options.skip_noop_updates {
+        "skip_noop".into()
+    } else {
+        "keep_noop".into()
+    }
+}
+
+/// The type of a column (base type name, after domains), if the table has it.
+fn column_type(rel: &RelInfo, column: &str) -> Option<String> {
+    thread_local! {
+        static PLAN: OnceCell<OwnedPreparedStatement> = const { OnceCell::new() };
+    }
+    kept_select(
+        &PLAN,
+        "SELECT pg_catalog.format_type(
+                    COALESCE(NULLIF(t.typbasetype, 0::pg_catalog.oid), a.atttypid), NULL)
+           FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+          WHERE a.attrelid = $1 AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped",
+        &[OID, TEXT],
+        &[rel.oid.into(), column.into()],
+        |rows| {
+            let mut out = None;
+            for row in rows {
+                out = row.get::<String>(1)?;
+            }
+            Ok(out)
+        },
+    )
+}
+
+/// The triggers the options ask for on this table. Checks audit_exclude and updated_at against the
+/// table's columns (42703 / 42804). A partitioned table gets none: its partitions carry them.
+pub fn desired_triggers(rel: &RelInfo, options: &ProtectOptions) -> Vec<TriggerSpec> {
+    let mut out = Vec::new();
+    for column in &options.audit_exclude {
+        if column_type(rel, column).is_none() {
+            raise(
+                PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
+                format!(
+                    "audit_exclude: table \"{}\" has no column \"{column}\"",
+                    rel.display()
+                ),
+                "List columns of the table, e.g. audit_exclude => ARRAY['password_hash'].",
+            );
+        }
+    }
+    let updated_at = match (options.updated_at, column_type(rel, UPDATED_AT_COLUMN)) {
+        (Some(false), _) => false,
+        (_, Some(t)) if t == "timestamp with time zone" || t == "timestamp without time zone" => {
+            true
+        }
+        (Some(true), Some(t)) => raise(
+            PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
+            format!(
+                "column \"{UPDATED_AT_COLUMN}\" of table \"{}\" is {t}, not a timestamp",
+                rel.display()
+            ),
+            "updated_at => true needs an updated_at column of type timestamptz or timestamp.",
+        ),
+        (Some(true), None) => raise(
+            PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
+            format!(
+                "table \"{}\" has no column \"{UPDATED_AT_COLUMN}\"",
+                rel.display()
+            ),
+            "Add the column (updated_at timestamptz NOT NULL DEFAULT now()), or pass updated_at => false.",
+        ),
+        (None, _) => false,
+    };
+    if rel.is_partitioned() {
+        return out;
+    }
+    if options.audit {
+        let mut args = vec![noop_arg(options)];
+        args.extend(options.audit_exclude.iter().cloned());
+        out.push(TriggerSpec {
+            name: AUDIT,
+            function: "tenantguard.audit()",
+            tgtype: ROW | INSERT | DELETE | UPDATE,
+            timing: "AFTER INSERT OR UPDATE OR DELETE",
+            args,
+        });
+        out.push(TriggerSpec {
+            name: AUDIT_TRUNCATE,
+            function: "tenantguard.audit()",
+            tgtype: TRUNCATE,
+            timing: "AFTER TRUNCATE",
+            args: vec![],
+        });
+    }
+    if updated_at {
+        out.push(TriggerSpec {
+            name: UPDATED_AT,
+            function: "tenantguard.set_updated_at()",
+            tgtype: ROW | BEFORE | UPDATE,
+            timing: "BEFORE UPDATE",
+            args: vec![UPDATED_AT_COLUMN.into(), noop_arg(options)],
+        });
+    }
+    out
+}
+
+/// tenantguard's triggers on the table as they are now.
+pub fn live_triggers(relid: pg_sys::Oid) -> Vec<LiveTrigger> {
+    thread_local! {
+        static PLAN: OnceCell<OwnedPreparedStatement> = const { OnceCell::new() };
+    }
+    kept_select(
+        &PLAN,
+        "SELECT t.tgname::text, t.tgfoid::pg_catalog.regprocedure::text, t.tgtype,
+                t.tgenabled <> 'D', t.tgargs
+           FROM pg_catalog.pg_trigger t
+          WHERE t.tgrelid = $1 AND NOT t.tgisinternal AND t.tgname::text LIKE 'tenantguard\\_%'",
+        &[OID],
+        &[relid.into()],
+        |rows| {
+            rows.map(|row| {
+                let raw = row.get::<Vec<u8>>(5)?.unwrap_or_default();
+                let mut args: Vec<String> = raw
+                    .split(|b| *b == 0)
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect();
+                args.pop(); // each argument ends with a NUL
+                Ok(LiveTrigger {
+                    name: row.get::<String>(1)?.unwrap_or_default(),
+                    function: row.get::<String>(2)?.unwrap_or_default(),
+                    tgtype: row.get::<i16>(3)?.unwrap_or_default(),
+                    enabled: row.get::<bool>(4)?.unwrap_or(false),
+                    args,
+                })
+            })
+            .collect()
+        },
+    )
+}
+
+/// True when the live trigger is exactly the wanted one, and enabled.
+pub fn is_intact(spec: &TriggerSpec, live: &LiveTrigger) -> bool {
+    live.enabled
+        && live.tgtype == spec.tgtype
+        && live.function == spec.function
+        && live.args == spec.args
+}
+
+pub fn create_sql(rel: &RelInfo, spec: &TriggerSpec) -> String {
+    let args: Vec<String> = spec.args.iter().map(quote_literal).collect();
+    format!(
+        "CREATE TRIGGER {} {} ON {} FOR EACH {} EXECUTE FUNCTION {}",
+        quote_identifier(spec.name),
+        spec.timing,
+        rel.qualified(),
+        if spec.tgtype & ROW != 0 {
+            "ROW"
+        } else {
+            "STATEMENT"
+        },
+        spec.function.replace("()", &format!("({})", args.join(", ")))
+    )
+}
+
+pub fn drop_sql(rel: &RelInfo, name: &str) -> String {
+    format!(
+        "DROP TRIGGER IF EXISTS {} ON {}",
+        quote_identifier(name),
+        rel.qualified()
+    )
+}
