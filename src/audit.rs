@@ -153,8 +153,6 @@ struct UpdatedAtMeta {
     skip_noop: bool,
     /// timestamptz_timestamp, for a timestamp without time zone column.
     to_timestamp: pg_sys::Oid,
-    /// Every other live column: index, typlen, typbyval.
-    others: Vec<(usize, i16, bool)>,
 }
 
 thread_local! {
@@ -164,6 +162,8 @@ thread_local! {
         RefCell::new(HashMap::new());
     static TARGET: RefCell<Option<Rc<AuditTarget>>> = const { RefCell::new(None) };
     static CALLBACK_REGISTERED: Cell<bool> = const { Cell::new(false) };
+    static OPEN: RefCell<Option<OpenAudit>> = const { RefCell::new(None) };
+    static NAMES: RefCell<HashMap<(u8, pg_sys::Oid), CString>> = RefCell::new(HashMap::new());
 }
 
 #[pg_guard]
@@ -194,24 +194,161 @@ unsafe extern "C-unwind" fn relcache_invalidated(_arg: pg_sys::Datum, relid: pg_
             }
         })
     });
+    OPEN.with(|o| {
+        if let Ok(mut o) = o.try_borrow_mut() {
+            if let Some(open) = o.as_mut() {
+                if all || open.oid == relid {
+                    open.stale = true;
+                }
+            }
+        }
+    });
     drop(dropped_audit);
     drop(dropped_updated);
     drop(target);
 }
 
+#[pg_guard]
+unsafe extern "C-unwind" fn names_invalidated(_arg: pg_sys::Datum, _cacheid: i32, _hash: u32) {
+    let dropped = NAMES.with(|n| n.try_borrow_mut().map(|mut n| std::mem::take(&mut *n)));
+    drop(dropped);
+}
+
+/// Closes the audit log kept open for the transaction, before commit; on abort the resource owner
+/// releases it.
+#[pg_guard]
+unsafe extern "C-unwind" fn xact_event(
+    event: pg_sys::XactEvent::Type,
+    _arg: *mut std::ffi::c_void,
+) {
+    let open = OPEN.with(|o| o.borrow_mut().take());
+    if let Some(open) = open {
+        if matches!(
+            event,
+            pg_sys::XactEvent::XACT_EVENT_PRE_COMMIT
+                | pg_sys::XactEvent::XACT_EVENT_PARALLEL_PRE_COMMIT
+                | pg_sys::XactEvent::XACT_EVENT_PRE_PREPARE
+        ) {
+            open.close();
+        }
+    }
+}
+
 fn register_callback() {
     CALLBACK_REGISTERED.with(|r| {
         if !r.get() {
-            // SAFETY: registers a function that only clears this module's caches.
+            // SAFETY: registers functions that only clear this module's caches.
             unsafe {
                 pg_sys::CacheRegisterRelcacheCallback(
                     Some(relcache_invalidated),
                     pg_sys::Datum::from(0),
-                )
-            };
+                );
+                for cache in [
+                    pg_sys::SysCacheIdentifier::AUTHOID,
+                    pg_sys::SysCacheIdentifier::NAMESPACEOID,
+                ] {
+                    pg_sys::CacheRegisterSyscacheCallback(
+                        cache as i32,
+                        Some(names_invalidated),
+                        pg_sys::Datum::from(0),
+                    );
+                }
+                pg_sys::RegisterXactCallback(Some(xact_event), ptr::null_mut());
+            }
             r.set(true);
         }
     });
+}
+
+/// tenantguard.audit_log and its indexes, opened once per transaction under the transaction's
+/// resource owner (not the statement's), closed before commit.
+struct OpenAudit {
+    oid: pg_sys::Oid,
+    rel: pg_sys::Relation,
+    indexes: pg_sys::CatalogIndexState,
+    id_index: Option<usize>,
+    stale: bool,
+}
+
+impl OpenAudit {
+    fn open(oid: pg_sys::Oid) -> OpenAudit {
+        // SAFETY: opens the table and its indexes in the transaction's memory and resource owner.
+        unsafe {
+            let saved_owner = pg_sys::CurrentResourceOwner;
+            let saved_cxt = pg_sys::MemoryContextSwitchTo(pg_sys::TopTransactionContext);
+            pg_sys::CurrentResourceOwner = pg_sys::TopTransactionResourceOwner;
+            let rel = pg_sys::table_open(oid, pg_sys::RowExclusiveLock as i32);
+            let indexes = pg_sys::CatalogOpenIndexes(rel);
+            pg_sys::CurrentResourceOwner = saved_owner;
+            pg_sys::MemoryContextSwitchTo(saved_cxt);
+            let id_index = live_attributes((*rel).rd_att)
+                .into_iter()
+                .find(|(_, a)| attname(a) == "id")
+                .map(|(i, _)| i);
+            OpenAudit {
+                oid,
+                rel,
+                indexes,
+                id_index,
+                stale: false,
+            }
+        }
+    }
+
+    fn close(self) {
+        // SAFETY: closes what open() opened, under the same resource owner.
+        unsafe {
+            let saved_owner = pg_sys::CurrentResourceOwner;
+            pg_sys::CurrentResourceOwner = pg_sys::TopTransactionResourceOwner;
+            pg_sys::CatalogCloseIndexes(self.indexes);
+            pg_sys::table_close(self.rel, pg_sys::NoLock as i32);
+            pg_sys::CurrentResourceOwner = saved_owner;
+        }
+    }
+}
+
+/// Runs `f` with the audit log open for this transaction.
+fn with_open_audit<R>(oid: pg_sys::Oid, f: impl FnOnce(&OpenAudit) -> R) -> R {
+    let current = OPEN.with(|o| o.borrow_mut().take());
+    let open = match current {
+        Some(o) if o.oid == oid && !o.stale => o,
+        Some(o) => {
+            o.close();
+            OpenAudit::open(oid)
+        }
+        None => OpenAudit::open(oid),
+    };
+    // Put it back before running f: an error inside f must still leave it for the xact callback.
+    OPEN.with(|o| *o.borrow_mut() = Some(open));
+    OPEN.with(|o| f(o.borrow().as_ref().expect("just stored")))
+}
+
+/// A role's or schema's name as a `name` datum, cached until the catalogs change.
+fn cached_name(kind: u8, oid: pg_sys::Oid) -> pg_sys::Datum {
+    let known = NAMES.with(|n| n.borrow().get(&(kind, oid)).cloned());
+    let name = match known {
+        Some(n) => n,
+        None => {
+            // SAFETY: syscache lookups; both return palloc'd strings we copy.
+            let raw = unsafe {
+                if kind == b'r' {
+                    pg_sys::GetUserNameFromId(oid, false)
+                } else {
+                    pg_sys::get_namespace_name(oid)
+                }
+            };
+            let n = if raw.is_null() {
+                CString::default()
+            } else {
+                // SAFETY: a valid C string from the server.
+                unsafe { CStr::from_ptr(raw) }.to_owned()
+            };
+            NAMES.with(|m| m.borrow_mut().insert((kind, oid), n.clone()));
+            n
+        }
+    };
+    // SAFETY: copies the name into a palloc'd NameData.
+    unsafe { name_datum(name.as_ptr()) }
 }
 
 /// The trigger's arguments.
@@ -361,7 +498,8 @@ unsafe fn jsonb_value(datum: pg_sys::Datum, out: &mut pg_sys::JsonbValue) {
     } else {
         out.type_ = pg_sys::jbvType::jbvBinary;
         out.val.binary.data = root;
-        out.val.binary.len = (pgrx::varsize(jb as *const pg_sys::varlena) - pg_sys::VARHDRSZ) as i32;
+        out.val.binary.len =
+            (pgrx::varsize(jb as *const pg_sys::varlena) - pg_sys::VARHDRSZ) as i32;
     }
 }
 
@@ -428,7 +566,11 @@ unsafe fn encode(encoding: &Encoding, datum: pg_sys::Datum, out: &mut pg_sys::Js
 ///
 /// # Safety
 /// `values`/`nulls` must be the deformed row the columns index into.
-unsafe fn row_object(columns: &[Column], values: &[pg_sys::Datum], nulls: &[bool]) -> pg_sys::Datum {
+unsafe fn row_object(
+    columns: &[Column],
+    values: &[pg_sys::Datum],
+    nulls: &[bool],
+) -> pg_sys::Datum {
     let mut state: *mut pg_sys::JsonbParseState = ptr::null_mut();
     pg_sys::pushJsonbValue(
         &mut state,
@@ -490,11 +632,33 @@ unsafe fn same(
 ) -> bool {
     match (an[i], bn[i]) {
         (true, true) => true,
-        (false, false) => pg_sys::ffi::pg_guard_ffi_boundary(|| {
-            datum_image_eq(a[i], b[i], byval, typlen as i32)
-        }),
+        (false, false) => {
+            pg_sys::ffi::pg_guard_ffi_boundary(|| datum_image_eq(a[i], b[i], byval, typlen as i32))
+        }
         _ => false,
     }
+}
+
+/// True when two versions of a row hold byte-identical data: same null bitmap, same attribute
+/// bytes (an unchanged TOASTed value keeps its pointer). No deforming, one memcmp.
+///
+/// # Safety
+/// Both must be valid heap tuples of the same relation.
+unsafe fn same_bytes(a: pg_sys::HeapTuple, b: pg_sys::HeapTuple) -> bool {
+    let (ha, hb) = ((*a).t_data, (*b).t_data);
+    let mask = pg_sys::HEAP_NATTS_MASK as u16;
+    if (*a).t_len != (*b).t_len
+        || (*ha).t_hoff != (*hb).t_hoff
+        || ((*ha).t_infomask2 & mask) != ((*hb).t_infomask2 & mask)
+        || ((*ha).t_infomask ^ (*hb).t_infomask) & pg_sys::HEAP_HASNULL as u16 != 0
+    {
+        return false;
+    }
+    let start = std::mem::offset_of!(pg_sys::HeapTupleHeaderData, t_bits);
+    let len = (*a).t_len as usize - start;
+    let pa = std::slice::from_raw_parts((ha as *const u8).add(start), len);
+    let pb = std::slice::from_raw_parts((hb as *const u8).add(start), len);
+    pa == pb
 }
 
 /// Registry facts about an audited table: is it audited, and its tenant column.
@@ -793,12 +957,13 @@ unsafe fn write_row(rel: pg_sys::Relation, row: AuditRow) {
     let user_setting = user_setting_name();
     let mut datums: [Option<pg_sys::Datum>; FIELDS.len()] = [None; FIELDS.len()];
     datums[0] = Some(pg_sys::Datum::from(pg_sys::GetCurrentTimestamp()));
-    datums[1] = Some(pg_sys::Datum::from(pg_sys::GetCurrentStatementStartTimestamp()));
+    datums[1] = Some(pg_sys::Datum::from(
+        pg_sys::GetCurrentStatementStartTimestamp(),
+    ));
     datums[2] = Some(pg_sys::Datum::from(
         pg_sys::GetTopFullTransactionId().value as i64,
     ));
-    let nsp = pg_sys::get_namespace_name((*(*rel).rd_rel).relnamespace);
-    datums[3] = Some(name_datum(nsp));
+    datums[3] = Some(cached_name(b'n', (*(*rel).rd_rel).relnamespace));
     datums[4] = Some(name_datum((*(*rel).rd_rel).relname.data.as_ptr()));
     datums[5] = Some(pg_sys::Datum::from((*rel).rd_id));
     datums[6] = Some(text_datum(row.op.as_bytes()));
@@ -807,14 +972,8 @@ unsafe fn write_row(rel: pg_sys::Relation, row: AuditRow) {
     datums[9] = row.old_values;
     datums[10] = row.new_values;
     datums[11] = row.changed;
-    datums[12] = Some(name_datum(pg_sys::GetUserNameFromId(
-        pg_sys::GetUserId(),
-        false,
-    )));
-    datums[13] = Some(name_datum(pg_sys::GetUserNameFromId(
-        pg_sys::GetSessionUserId(),
-        false,
-    )));
+    datums[12] = Some(cached_name(b'r', pg_sys::GetUserId()));
+    datums[13] = Some(cached_name(b'r', pg_sys::GetSessionUserId()));
     datums[14] = setting_text(&user_setting);
     let app = pg_sys::application_name;
     datums[15] = if app.is_null() || *app == 0 {
@@ -824,35 +983,33 @@ unsafe fn write_row(rel: pg_sys::Relation, row: AuditRow) {
     };
 
     if target.direct {
-        let audit = pg_sys::table_open(target.oid, pg_sys::RowExclusiveLock as i32);
-        let mut values = vec![pg_sys::Datum::from(0); target.natts];
-        let mut nulls = vec![true; target.natts];
-        // id: the identity sequence, without the caller needing any privilege on it.
-        let id_index = live_attributes((*audit).rd_att)
-            .into_iter()
-            .find(|(_, a)| attname(a) == "id")
-            .map(|(i, _)| i);
-        if let Some(i) = id_index {
-            values[i] = pg_sys::Datum::from(pg_sys::ffi::pg_guard_ffi_boundary(|| {
-                nextval_internal(target.seq, false)
-            }));
-            nulls[i] = false;
-        }
-        for (k, d) in datums.iter().enumerate() {
-            if let Some(d) = d {
-                values[target.slots[k]] = *d;
-                nulls[target.slots[k]] = false;
+        with_open_audit(target.oid, |open| {
+            let audit = open.rel;
+            let mut values = vec![pg_sys::Datum::from(0); target.natts];
+            let mut nulls = vec![true; target.natts];
+            // id: the identity sequence, without the caller needing any privilege on it.
+            if let Some(i) = open.id_index {
+                values[i] = pg_sys::Datum::from(pg_sys::ffi::pg_guard_ffi_boundary(|| {
+                    nextval_internal(target.seq, false)
+                }));
+                nulls[i] = false;
             }
-        }
-        let tuple = pg_sys::heap_form_tuple((*audit).rd_att, values.as_mut_ptr(), nulls.as_mut_ptr());
-        let indexes = pg_sys::CatalogOpenIndexes(audit);
-        pg_sys::CatalogTupleInsertWithInfo(audit, tuple, indexes);
-        pg_sys::CatalogCloseIndexes(indexes);
-        pg_sys::table_close(audit, pg_sys::NoLock as i32);
+            for (k, d) in datums.iter().enumerate() {
+                if let Some(d) = d {
+                    values[target.slots[k]] = *d;
+                    nulls[target.slots[k]] = false;
+                }
+            }
+            let tuple =
+                pg_sys::heap_form_tuple((*audit).rd_att, values.as_mut_ptr(), nulls.as_mut_ptr());
+            pg_sys::CatalogTupleInsertWithInfo(audit, tuple, open.indexes);
+        });
     } else {
         // Through the kept INSERT plan, as the audit log's owner: no role needs INSERT on it.
-        let mut values: Vec<pg_sys::Datum> =
-            datums.iter().map(|d| d.unwrap_or(pg_sys::Datum::from(0))).collect();
+        let mut values: Vec<pg_sys::Datum> = datums
+            .iter()
+            .map(|d| d.unwrap_or(pg_sys::Datum::from(0)))
+            .collect();
         let nulls: Vec<std::ffi::c_char> = datums
             .iter()
             .map(|d| if d.is_some() { b' ' } else { b'n' } as std::ffi::c_char)
@@ -867,13 +1024,8 @@ unsafe fn write_row(rel: pg_sys::Relation, row: AuditRow) {
                 | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
         );
         pg_sys::SPI_connect();
-        let rc = pg_sys::SPI_execute_plan(
-            target.plan,
-            values.as_mut_ptr(),
-            nulls.as_ptr(),
-            false,
-            0,
-        );
+        let rc =
+            pg_sys::SPI_execute_plan(target.plan, values.as_mut_ptr(), nulls.as_ptr(), false, 0);
         pg_sys::SPI_finish();
         pg_sys::SetUserIdAndSecContext(saved_user, saved_sec);
         if rc != pg_sys::SPI_OK_INSERT as i32 {
@@ -886,7 +1038,11 @@ unsafe fn write_row(rel: pg_sys::Relation, row: AuditRow) {
     }
 }
 
-unsafe fn tenant_of(meta: &AuditMeta, values: &[pg_sys::Datum], nulls: &[bool]) -> Option<pg_sys::Datum> {
+unsafe fn tenant_of(
+    meta: &AuditMeta,
+    values: &[pg_sys::Datum],
+    nulls: &[bool],
+) -> Option<pg_sys::Datum> {
     let (i, how) = meta.tenant.as_ref()?;
     if nulls[*i] {
         return None;
@@ -983,6 +1139,9 @@ pub extern "C-unwind" fn tenantguard_audit(fcinfo: pg_sys::FunctionCallInfo) -> 
                 }
             }
             TRIGGER_EVENT_UPDATE => {
+                if meta.skip_noop && same_bytes((*td).tg_trigtuple, (*td).tg_newtuple) {
+                    return pg_sys::Datum::from(0);
+                }
                 let (ov, on) = deform((*td).tg_trigtuple, desc);
                 let (nv, nn) = deform((*td).tg_newtuple, desc);
                 let changed: Vec<pg_sys::Datum> = meta
@@ -1052,11 +1211,6 @@ fn build_updated_at_meta(rel: pg_sys::Relation, args: &[String]) -> UpdatedAtMet
         skip_noop,
         // SAFETY: looks up a built-in function by its C name.
         to_timestamp: unsafe { pg_sys::fmgr_internal_function(c"timestamptz_timestamp".as_ptr()) },
-        others: atts
-            .iter()
-            .filter(|(i, _)| i != index)
-            .map(|(i, a)| (*i, a.attlen, a.attbyval))
-            .collect(),
     }
 }
 
@@ -1096,16 +1250,8 @@ pub extern "C-unwind" fn tenantguard_set_updated_at(
         };
         let new = (*td).tg_newtuple;
         let desc = (*rel).rd_att;
-        if meta.skip_noop {
-            let (ov, on) = deform((*td).tg_trigtuple, desc);
-            let (nv, nn) = deform(new, desc);
-            if meta
-                .others
-                .iter()
-                .all(|(i, len, byval)| same(*i, *len, *byval, &ov, &on, &nv, &nn))
-            {
-                return pg_sys::Datum::from(new);
-            }
+        if meta.skip_noop && same_bytes((*td).tg_trigtuple, new) {
+            return pg_sys::Datum::from(new);
         }
         let now = pg_sys::GetCurrentTransactionStartTimestamp();
         let mut value = pg_sys::Datum::from(now);
@@ -1114,7 +1260,8 @@ pub extern "C-unwind" fn tenantguard_set_updated_at(
         }
         let mut attnum = (meta.index + 1) as i32;
         let mut isnull = false;
-        let tuple = pg_sys::heap_modify_tuple_by_cols(new, desc, 1, &mut attnum, &mut value, &mut isnull);
+        let tuple =
+            pg_sys::heap_modify_tuple_by_cols(new, desc, 1, &mut attnum, &mut value, &mut isnull);
         pg_sys::Datum::from(tuple)
     }
 }

@@ -199,7 +199,8 @@ pub fn create_sql(rel: &RelInfo, spec: &TriggerSpec) -> String {
         } else {
             "STATEMENT"
         },
-        spec.function.replace("()", &format!("({})", args.join(", ")))
+        spec.function
+            .replace("()", &format!("({})", args.join(", ")))
     )
 }
 
