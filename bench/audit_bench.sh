@@ -123,6 +123,12 @@ for r in $(seq 1 "$rounds"); do
                    FROM generate_series(1, $rows) i")
     psql_su -c "CHECKPOINT"
     upd=$(timed "UPDATE t_$v SET qty = qty + 1, price = price + 1")
+    if [[ $v == u_* ]]; then # small overheads: three more updates each round, summed
+      for _ in 1 2 3; do
+        psql_su -c "VACUUM t_$v"
+        upd=$(awk -v a="$upd" -v b="$(timed "UPDATE t_$v SET qty = qty + 1, price = price + 1")" 'BEGIN {print a + b}')
+      done
+    fi
     printf '%s\t%s\t%s\t%s\n' "$r" "$v" "$ins" "$upd" >>"$results"
     psql_su -c "SET client_min_messages = warning; DROP TABLE t_$v; TRUNCATE audit_logs, audit_jsonb, tenantguard.audit_log; CHECKPOINT"
   done
@@ -148,13 +154,14 @@ names = {"a_tg": "audit: tenantguard", "a_seed": "audit: seed plpgsql (row_to_js
 print(f"{'audit: none':34} {0:14.2f} {0:14.2f}   ({raw('a_none',0):.0f} / {raw('a_none',1):.0f})")
 for v in ["a_tg", "a_seed", "a_jsonb"]:
     print(f"{names[v]:34} {over(v,'a_none',0):14.2f} {over(v,'a_none',1):14.2f}   ({raw(v,0):.0f} / {raw(v,1):.0f})")
-print(f"{'updated_at: none':34} {'':>14} {0:14.2f}   ({raw('u_none',1):.0f})")
+print(f"{'updated_at: none':34} {'':>14} {0:14.2f}   ({raw('u_none',1):.0f}, 4 updates)")
 for v in ["u_tg", "u_moddatetime", "u_plpgsql"]:
-    print(f"{names[v]:34} {'':>14} {over(v,'u_none',1):14.2f}   ({raw(v,1):.0f})")
+    print(f"{names[v]:34} {'':>14} {over(v,'u_none',1) / 4:14.2f}   ({raw(v,1):.0f}, 4 updates)")
 def ratio(a, b, k):
     return statistics.median((t[r][a][k] - t[r]['a_none'][k]) / (t[r][b][k] - t[r]['a_none'][k]) for r in t)
 print()
 print(f"tenantguard audit / seed plpgsql overhead: INSERT {ratio('a_tg','a_seed',0):.2f}, UPDATE {ratio('a_tg','a_seed',1):.2f} (target <= 0.25)")
 u = statistics.median((t[r]['u_tg'][1] - t[r]['u_none'][1]) / (t[r]['u_moddatetime'][1] - t[r]['u_none'][1]) for r in t)
-print(f"tenantguard updated_at / moddatetime overhead: {u:.2f} (target <= 1.00)")
+m = (raw('u_tg', 1) - raw('u_none', 1)) / (raw('u_moddatetime', 1) - raw('u_none', 1))
+print(f"tenantguard updated_at / moddatetime overhead: median of per-round ratios {u:.2f}, ratio of median times {m:.2f} (target <= 1.00)")
 PY

@@ -724,16 +724,24 @@ fn build_audit_meta(rel: pg_sys::Relation, args: &[String]) -> AuditMeta {
         name: CString::new(attname(att)).expect("attribute names have no NUL"),
         encoding: encoding_for(&cxt, att),
     };
-    let values = atts
+    // Pushed in jsonb's key order (shorter keys first, then bytewise), so the sort that ends each
+    // object finds them already sorted.
+    let jsonb_order = |a: &Column, b: &Column| {
+        let (a, b) = (a.name.as_bytes(), b.name.as_bytes());
+        a.len().cmp(&b.len()).then(a.cmp(b))
+    };
+    let mut values: Vec<Column> = atts
         .iter()
         .filter(|(_, att)| !excluded.contains(&attname(att).as_str()))
         .map(|(i, att)| column(*i, att))
         .collect();
-    let key = key_attnums
+    values.sort_by(jsonb_order);
+    let mut key: Vec<Column> = key_attnums
         .iter()
         .filter_map(|&n| atts.iter().find(|(i, _)| *i as i16 == n - 1))
         .map(|(i, att)| column(*i, att))
         .collect();
+    key.sort_by(jsonb_order);
     let all = atts
         .iter()
         .map(|(i, att)| {
