@@ -1091,6 +1091,7 @@ pub extern "C" fn pg_finfo_tenantguard_set_updated_at() -> &'static pg_sys::Pg_f
 #[no_mangle]
 #[pg_guard]
 pub extern "C-unwind" fn tenantguard_audit(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    let _internal = crate::slowlog::Internal::enter();
     // SAFETY: everything below reads the TriggerData the server passed for this call.
     unsafe {
         let td = trigger_data(fcinfo, "audit");

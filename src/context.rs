@@ -34,6 +34,7 @@ fn current_tenant() -> Option<String> {
 /// Sets the tenant for the transaction (`is_local`, the default) or the session. NULL or '' clears it.
 #[pg_extern(volatile, parallel_unsafe)]
 fn set_tenant(tenant: Option<&str>, is_local: default!(bool, true)) -> Option<String> {
+    let _internal = crate::slowlog::Internal::enter();
     // Applications call this once per request: the plan is kept per backend, not re-planned.
     thread_local! {
         static PLAN: OnceCell<OwnedPreparedStatement> = const { OnceCell::new() };

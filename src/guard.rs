@@ -64,6 +64,7 @@ fn is_allowed(oid: pg_sys::Oid) -> bool {
 /// unprotect() (the first statement of their dry-run scripts). Only the table's owner may.
 #[pg_extern(volatile, parallel_unsafe)]
 fn _allow_change(tbl: pg_sys::Oid) {
+    let _internal = crate::slowlog::Internal::enter();
     let rel = RelInfo::load(tbl);
     if !rel.is_owner {
         raise(
@@ -139,6 +140,7 @@ pub extern "C" fn pg_finfo_tenantguard_sql_drop() -> &'static pg_sys::Pg_finfo_r
 pub extern "C-unwind" fn tenantguard_ddl_command_end(
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> pg_sys::Datum {
+    let _internal = crate::slowlog::Internal::enter();
     // SAFETY: checked to be an event trigger call.
     let parsetree = unsafe { (*event_data(fcinfo)).parsetree };
     if !stand_aside() && !parsetree.is_null() {
@@ -172,6 +174,7 @@ pub extern "C-unwind" fn tenantguard_ddl_command_end(
 #[no_mangle]
 #[pg_guard]
 pub extern "C-unwind" fn tenantguard_sql_drop(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+    let _internal = crate::slowlog::Internal::enter();
     // SAFETY: only checks that this is an event trigger call.
     unsafe { event_data(fcinfo) };
     if !busy() && !restoring() && gucs::guard_enabled() {

@@ -33,6 +33,24 @@ pub static USER_SETTING: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"app.user_id"));
 pub static AUDIT_WINDOW: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 
+/// `tenantguard.slow_query_track`: which statements the slow-query hooks time.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, PostgresGucEnum)]
+pub enum SlowQueryTrack {
+    #[name = c"top"]
+    Top,
+    #[name = c"all"]
+    All,
+}
+
+pub static SLOW_QUERY_MS: GucSetting<i32> = GucSetting::<i32>::new(100);
+pub static SLOW_QUERY_TRACK: GucSetting<SlowQueryTrack> =
+    GucSetting::<SlowQueryTrack>::new(SlowQueryTrack::Top);
+pub static SLOW_QUERY_MAX: GucSetting<i32> = GucSetting::<i32>::new(1000);
+pub static SLOW_QUERY_TEXT_LIMIT: GucSetting<i32> = GucSetting::<i32>::new(1024);
+pub static SLOW_QUERY_FLUSH_MS: GucSetting<i32> = GucSetting::<i32>::new(0);
+pub static SLOW_QUERY_FLUSH_DATABASE: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"postgres"));
+
 pub static AUTO_PROTECT: GucSetting<AutoProtect> = GucSetting::<AutoProtect>::new(AutoProtect::On);
 pub static GUARD: GucSetting<bool> = GucSetting::<bool>::new(true);
 pub static EXCLUDE_SCHEMAS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -102,6 +120,86 @@ pub fn init() {
         GucContext::Suset,
         GucFlags::default(),
     );
+    GucRegistry::define_int_guc(
+        c"tenantguard.slow_query_ms",
+        c"Statements running at least this long are recorded as slow queries; -1 disables.",
+        c"Needs tenantguard in shared_preload_libraries.",
+        &SLOW_QUERY_MS,
+        -1,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_enum_guc(
+        c"tenantguard.slow_query_track",
+        c"Which statements are timed: top (top-level only) or all (also statements inside functions).",
+        c"Needs tenantguard in shared_preload_libraries.",
+        &SLOW_QUERY_TRACK,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"tenantguard.slow_query_max",
+        c"Number of slow queries the shared-memory ring keeps.",
+        c"Set at server start.",
+        &SLOW_QUERY_MAX,
+        16,
+        20000,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"tenantguard.slow_query_text_limit",
+        c"Bytes of query text kept per slow query (cut on a character boundary).",
+        c"At most 4096.",
+        &SLOW_QUERY_TEXT_LIMIT,
+        16,
+        4096,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"tenantguard.slow_query_flush_ms",
+        c"How often the background worker copies the ring into tenantguard.slow_query_log; 0 never.",
+        c"Needs tenantguard in shared_preload_libraries.",
+        &SLOW_QUERY_FLUSH_MS,
+        0,
+        3_600_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
+    );
+    GucRegistry::define_string_guc(
+        c"tenantguard.slow_query_flush_database",
+        c"The database whose slow queries the background worker flushes.",
+        c"Set at server start.",
+        &SLOW_QUERY_FLUSH_DATABASE,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+}
+
+pub fn slow_query_ms() -> i32 {
+    SLOW_QUERY_MS.get()
+}
+
+pub fn slow_query_track_all() -> bool {
+    SLOW_QUERY_TRACK.get() == SlowQueryTrack::All
+}
+
+pub fn slow_query_max() -> i32 {
+    SLOW_QUERY_MAX.get()
+}
+
+pub fn slow_query_text_limit() -> i32 {
+    SLOW_QUERY_TEXT_LIMIT.get()
+}
+
+pub fn slow_query_flush_ms() -> i32 {
+    SLOW_QUERY_FLUSH_MS.get()
+}
+
+pub fn slow_query_flush_database() -> String {
+    string_setting(&SLOW_QUERY_FLUSH_DATABASE, "postgres")
 }
 
 fn string_setting(setting: &GucSetting<Option<CString>>, default: &str) -> String {

@@ -12,6 +12,7 @@ mod errors;
 mod guard;
 mod gucs;
 mod protect;
+mod slowlog;
 mod sqlcheck;
 mod templates;
 mod triggers;
@@ -34,6 +35,7 @@ extension_sql_file!("../sql/lint.sql", name = "lint", requires = ["bootstrap"]);
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     gucs::init();
+    slowlog::init();
 }
 
 #[cfg(test)]

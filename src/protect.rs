@@ -720,6 +720,7 @@ fn resolve_options(args: ProtectArgs) -> ProtectOptions {
 
 #[pg_extern(volatile, parallel_unsafe)]
 fn _protect(tbl: pg_sys::Oid, args: JsonB) -> String {
+    let _internal = crate::slowlog::Internal::enter();
     let args: ProtectArgs = match serde_json::from_value(args.0) {
         Ok(a) => a,
         Err(e) => raise(
@@ -879,6 +880,7 @@ fn _register(
     rls_was_enabled: bool,
     rls_was_forced: bool,
 ) {
+    let _internal = crate::slowlog::Internal::enter();
     let specs: Vec<PolicySpec> = serde_json::from_value(policies.0).unwrap_or_else(|e| {
         raise(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
@@ -953,6 +955,7 @@ fn unprotect_plans(tbl: pg_sys::Oid) -> Option<Vec<TablePlan>> {
 
 #[pg_extern(volatile, parallel_unsafe)]
 fn _unprotect(tbl: pg_sys::Oid, dry_run: bool) -> String {
+    let _internal = crate::slowlog::Internal::enter();
     match unprotect_plans(tbl) {
         Some(plans) if dry_run => render_script(&plans),
         Some(plans) => execute(&plans),
@@ -974,6 +977,7 @@ fn _unprotect(tbl: pg_sys::Oid, dry_run: bool) -> String {
 
 #[pg_extern(volatile, parallel_unsafe)]
 fn _exempt(tbl: pg_sys::Oid, reason: Option<&str>) -> String {
+    let _internal = crate::slowlog::Internal::enter();
     let rel = RelInfo::load(tbl);
     rel.check_protectable("exempt");
     let Some(reason) = reason else {
@@ -1006,6 +1010,7 @@ fn _exempt(tbl: pg_sys::Oid, reason: Option<&str>) -> String {
 
 #[pg_extern(volatile, parallel_unsafe)]
 fn _unexempt(tbl: pg_sys::Oid) -> String {
+    let _internal = crate::slowlog::Internal::enter();
     let rel = RelInfo::load(tbl);
     rel.check_protectable("unexempt");
     let removed = spi(Spi::connect_mut(|client| {

@@ -1,0 +1,136 @@
+-- Slow-query capture: the hooks record statements at or over tenantguard.slow_query_ms in a
+-- shared-memory ring, with the tenant and application user of the session; errors, timeouts and
+-- rolled-back statements too. Read per tenant, flushed into slow_query_log exactly once.
+\set SHOW_CONTEXT never
+\c - postgres
+SELECT name, setting FROM pg_settings WHERE name LIKE 'tenantguard.slow_query%' ORDER BY name;
+CREATE TABLE one_row AS SELECT 1 AS n;
+GRANT SELECT ON one_row TO PUBLIC;
+CREATE FUNCTION slow_inner() RETURNS int LANGUAGE plpgsql AS $$
+BEGIN PERFORM pg_sleep(0.2); RETURN 1; END $$;
+ALTER ROLE tg_app SET tenantguard.slow_query_ms = 150;
+ALTER ROLE tg_other SET tenantguard.slow_query_ms = 150;
+SELECT tenantguard.reset_slow_queries() >= 0 AS reset;
+-- Only superusers and tenantguard_admin may reset; only superusers may change the threshold.
+\c - tg_app
+SELECT tenantguard.reset_slow_queries();
+\echo sqlstate :LAST_ERROR_SQLSTATE
+SET tenantguard.slow_query_ms = -1;
+\echo sqlstate :LAST_ERROR_SQLSTATE
+SET app.current_tenant_id = 'acme';
+SET app.user_id = 'alice';
+SET application_name = 'slow-test';
+SELECT pg_sleep(0.2) AS slow_one;
+SELECT 1 AS fast_one;
+SET statement_timeout = '300ms';
+SELECT pg_sleep(2) AS timed_out;
+\echo sqlstate :LAST_ERROR_SQLSTATE
+RESET statement_timeout;
+SELECT pg_sleep(0.2), 1 / (n - 1) AS fails_after_sleeping FROM one_row;
+\echo sqlstate :LAST_ERROR_SQLSTATE
+BEGIN;
+SELECT pg_sleep(0.2) AS rolled_back_by_client;
+ROLLBACK;
+-- The tenant is the one set when the statement started, not after.
+SELECT pg_sleep(0.2), set_config('app.current_tenant_id', 'changed-during', false) AS tenant_changed_inside;
+SET app.current_tenant_id = 'acme';
+-- Nested statements: top (the default) records only the outer call.
+SELECT slow_inner() AS nested_top;
+SELECT query, status, sqlstate, tenant_id, app_user, db_user, database, rows,
+       duration_ms >= 150 AS slow_enough, queryid <> 0 AS has_queryid
+  FROM tenantguard.slow_queries ORDER BY started_at;
+-- Another tenant sees none of acme's; no tenant sees nothing.
+\c - tg_other
+SET app.current_tenant_id = 'globex';
+SELECT pg_sleep(0.2) AS globex_slow;
+SELECT tenant_id, query FROM tenantguard.slow_queries();
+RESET app.current_tenant_id;
+SELECT count(*) AS without_tenant FROM tenantguard.slow_queries();
+-- An admin (tenantguard_admin member) sees every tenant's.
+\c - tg_support
+SELECT tenant_id, count(*) FROM tenantguard.slow_queries GROUP BY 1 ORDER BY 1;
+-- track = all also records the statement inside the function, but none of tenantguard's own.
+\c - postgres
+ALTER ROLE tg_app SET tenantguard.slow_query_track = 'all';
+\c - tg_app
+SET app.current_tenant_id = 'acme';
+SELECT slow_inner() AS nested_all;
+SELECT query, status FROM tenantguard.slow_queries WHERE query LIKE '%slow_inner%' OR query LIKE '%pg_sleep(0.2)' ORDER BY started_at;
+\c - postgres
+ALTER ROLE tg_app RESET tenantguard.slow_query_track;
+SET tenantguard.slow_query_ms = 0;
+SET tenantguard.slow_query_track = 'all';
+SELECT tenantguard.reset_slow_queries() >= 0 AS reset;
+CREATE TABLE slow_protect_me (id int, tenant_id text);
+SELECT tenantguard.protect('slow_protect_me') IS NOT NULL AS protected;
+SELECT count(*) >= 0 AS coverage_ran FROM tenantguard.coverage();
+SET tenantguard.slow_query_ms = -1;
+SELECT query FROM tenantguard.slow_queries
+ WHERE query NOT LIKE 'SELECT tenantguard.reset_slow_queries%'
+   AND query NOT LIKE 'CREATE TABLE slow_protect_me%'
+   AND query NOT LIKE 'SELECT tenantguard.protect(%'
+   AND query NOT LIKE 'SELECT count(*)%'
+   AND query NOT LIKE 'SET tenantguard%';
+RESET tenantguard.slow_query_track;
+RESET tenantguard.slow_query_ms;
+-- The ring keeps the newest slow_query_max (64) entries when it wraps.
+SET tenantguard.slow_query_ms = 0;
+\set ECHO none
+\o /dev/null
+SELECT format('SELECT %s AS wrap_%s', g, g) FROM generate_series(1, 100) g \gexec
+\o
+\set ECHO all
+SET tenantguard.slow_query_ms = -1;
+SELECT count(*) AS ring_entries,
+       count(*) FILTER (WHERE query = 'SELECT 100 AS wrap_100') AS newest_kept,
+       count(*) FILTER (WHERE query = 'SELECT 1 AS wrap_1') AS oldest_gone
+  FROM tenantguard.slow_queries;
+RESET tenantguard.slow_query_ms;
+-- Text is cut to slow_query_text_limit bytes on a character boundary.
+SET tenantguard.slow_query_ms = 0;
+SET tenantguard.slow_query_text_limit = 20;
+SELECT 'ééééééééééééééééééé' AS accents;
+SET tenantguard.slow_query_ms = -1;
+RESET tenantguard.slow_query_text_limit;
+SELECT query, octet_length(query) FROM tenantguard.slow_queries WHERE query LIKE 'SELECT ''é%';
+RESET tenantguard.slow_query_ms;
+-- Flush: each entry of this database lands in slow_query_log once, however often it runs.
+\c - postgres
+SELECT tenantguard.reset_slow_queries() >= 0 AS reset;
+\c - tg_app
+SET app.current_tenant_id = 'acme';
+SELECT pg_sleep(0.2) AS to_flush;
+SELECT tenantguard.flush_slow_queries();
+\echo sqlstate :LAST_ERROR_SQLSTATE
+\c - postgres
+SELECT tenantguard.flush_slow_queries() >= 1 AS flushed;
+SELECT tenantguard.flush_slow_queries() AS flushed_again;
+SELECT count(*) = count(DISTINCT (epoch, seq)) AS each_once,
+       count(*) FILTER (WHERE query = 'SELECT pg_sleep(0.2) AS to_flush') AS to_flush_rows
+  FROM tenantguard.slow_query_log;
+-- The table is tenant-isolated like the ring.
+\c - tg_app
+SET app.current_tenant_id = 'acme';
+SELECT DISTINCT tenant_id FROM tenantguard.slow_query_log;
+SET app.current_tenant_id = 'globex';
+SELECT count(*) AS acme_rows_seen_by_globex FROM tenantguard.slow_query_log WHERE tenant_id = 'acme';
+-- The background worker flushes on its own when slow_query_flush_ms > 0.
+\c - postgres
+ALTER SYSTEM SET tenantguard.slow_query_flush_ms = 100;
+SELECT pg_reload_conf();
+\c - tg_app
+SET app.current_tenant_id = 'acme';
+SELECT pg_sleep(0.2) AS flushed_by_worker;
+\c - postgres
+DO $$
+BEGIN
+  FOR i IN 1 .. 100 LOOP
+    EXIT WHEN EXISTS (SELECT 1 FROM tenantguard.slow_query_log WHERE query LIKE '%AS flushed_by_worker');
+    PERFORM pg_sleep(0.1);
+  END LOOP;
+END $$;
+SELECT count(*) AS by_worker FROM tenantguard.slow_query_log WHERE query LIKE '%AS flushed_by_worker';
+ALTER SYSTEM RESET tenantguard.slow_query_flush_ms;
+SELECT pg_reload_conf();
+ALTER ROLE tg_app RESET tenantguard.slow_query_ms;
+ALTER ROLE tg_other RESET tenantguard.slow_query_ms;

@@ -1,0 +1,1028 @@
+//! Slow-query capture: executor and utility hooks time every statement; those at or over
+//! `tenantguard.slow_query_ms` go into a fixed-size ring in shared memory, with the tenant and
+//! application user as they were when the statement started. Errors and cancellations
+//! (statement_timeout) are recorded too: they are caught around ExecutorRun/ExecutorFinish and
+//! ProcessUtility, recorded, and re-thrown. Nothing is inserted from inside a hook;
+//! `flush_slow_queries()` (or the background worker) copies the ring into
+//! `tenantguard.slow_query_log`.
+//!
+//! Needs `shared_preload_libraries = 'tenantguard'`; without it the hooks are not installed and the
+//! reading functions raise a clear error.
+
+use crate::catalog::kept_first;
+use crate::errors::{raise, spi};
+use crate::gucs;
+use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
+use pgrx::prelude::*;
+use pgrx::spi::OwnedPreparedStatement;
+use pgrx::{PgBuiltInOids, PgOid};
+use std::cell::{Cell, OnceCell, RefCell};
+use std::ffi::CStr;
+use std::ptr;
+use std::time::Duration;
+
+const TEXT_MAX: usize = 4096;
+const NAME_MAX: usize = 64;
+
+const STATUS_OK: u8 = 0;
+const STATUS_ERROR: u8 = 1;
+const STATUS_CANCELLED: u8 = 2;
+
+/// One ring slot. `seq` 0 means empty.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct Entry {
+    seq: u64,
+    started_at: i64,
+    duration_us: i64,
+    rows: u64,
+    queryid: i64,
+    dbid: pg_sys::Oid,
+    userid: pg_sys::Oid,
+    status: u8,
+    sqlstate: [u8; 5],
+    tenant_len: u16,
+    app_user_len: u16,
+    query_len: u16,
+    tenant: [u8; NAME_MAX],
+    app_user: [u8; NAME_MAX],
+    query: [u8; TEXT_MAX],
+}
+
+#[repr(C)]
+struct Ring {
+    lock: *mut pg_sys::LWLock,
+    capacity: u64,
+    /// The next entry's sequence number; only grows, across resets.
+    next: u64,
+}
+
+static mut RING: *mut Ring = ptr::null_mut();
+static mut PRELOADED: bool = false;
+static mut PREV_SHMEM_REQUEST: pg_sys::shmem_request_hook_type = None;
+static mut PREV_SHMEM_STARTUP: pg_sys::shmem_startup_hook_type = None;
+static mut PREV_EXECUTOR_START: pg_sys::ExecutorStart_hook_type = None;
+static mut PREV_EXECUTOR_RUN: pg_sys::ExecutorRun_hook_type = None;
+static mut PREV_EXECUTOR_FINISH: pg_sys::ExecutorFinish_hook_type = None;
+static mut PREV_EXECUTOR_END: pg_sys::ExecutorEnd_hook_type = None;
+static mut PREV_PROCESS_UTILITY: pg_sys::ProcessUtility_hook_type = None;
+static mut PREV_EMIT_LOG: pg_sys::emit_log_hook_type = None;
+
+// The standard executor and utility entry points, called directly rather than through pgrx's
+// error boundary: an ERROR raised inside the statement then travels to PostgreSQL's own handler
+// untouched (message, detail, context, position), and the hooks learn about it from the
+// (sub)transaction abort callbacks instead of catching it.
+extern "C-unwind" {
+    #[link_name = "standard_ExecutorStart"]
+    fn raw_standard_executor_start(query_desc: *mut pg_sys::QueryDesc, eflags: i32);
+    #[link_name = "standard_ExecutorRun"]
+    fn raw_standard_executor_run(
+        query_desc: *mut pg_sys::QueryDesc,
+        direction: pg_sys::ScanDirection::Type,
+        count: u64,
+        execute_once: bool,
+    );
+    #[link_name = "standard_ExecutorFinish"]
+    fn raw_standard_executor_finish(query_desc: *mut pg_sys::QueryDesc);
+    #[link_name = "standard_ExecutorEnd"]
+    fn raw_standard_executor_end(query_desc: *mut pg_sys::QueryDesc);
+    #[link_name = "standard_ProcessUtility"]
+    fn raw_standard_process_utility(
+        pstmt: *mut pg_sys::PlannedStmt,
+        query_string: *const std::ffi::c_char,
+        read_only_tree: bool,
+        context: pg_sys::ProcessUtilityContext::Type,
+        params: pg_sys::ParamListInfo,
+        query_env: *mut pg_sys::QueryEnvironment,
+        dest: *mut pg_sys::DestReceiver,
+        qc: *mut pg_sys::QueryCompletion,
+    );
+}
+
+const TRANCHE: &CStr = c"tenantguard";
+const SEGMENT: &CStr = c"tenantguard slow query ring";
+
+/// What a running statement needs to become an entry.
+struct Running {
+    /// The QueryDesc (executor) or PlannedStmt (utility) the entry belongs to.
+    key: usize,
+    started_at: i64,
+    tenant: ([u8; NAME_MAX], u16),
+    app_user: ([u8; NAME_MAX], u16),
+    source: *const std::ffi::c_char,
+    location: i32,
+    length: i32,
+    queryid: u64,
+}
+
+thread_local! {
+    /// Executor/utility nesting depth, as pg_stat_statements counts it.
+    static NESTING: Cell<u32> = const { Cell::new(0) };
+    /// tenantguard's own statements (its functions' SPI, the flush, the worker): never recorded.
+    static INTERNAL: Cell<u32> = const { Cell::new(0) };
+    static RUNNING: RefCell<Vec<Running>> = const { RefCell::new(Vec::new()) };
+    /// At each open subtransaction: (nesting, number of running statements) when it started.
+    static SUBXACTS: RefCell<Vec<(u32, usize)>> = const { RefCell::new(Vec::new()) };
+    /// SQLSTATE of the last ERROR reported (emit_log_hook), for the abort that follows it.
+    static LAST_ERROR: Cell<Option<i32>> = const { Cell::new(None) };
+    /// (pointer of the tenantguard.tenant_setting value, its value as a C string), and the same for
+    /// tenantguard.user_setting: the setting names are looked up again only when they change.
+    static NAMES: RefCell<[(usize, std::ffi::CString); 2]> =
+        RefCell::new([(0, std::ffi::CString::default()), (0, std::ffi::CString::default())]);
+}
+
+/// Marks tenantguard's own work for as long as it lives: statements run meanwhile are not recorded.
+pub struct Internal;
+
+impl Internal {
+    pub fn enter() -> Internal {
+        INTERNAL.with(|i| i.set(i.get() + 1));
+        Internal
+    }
+}
+
+impl Drop for Internal {
+    fn drop(&mut self) {
+        INTERNAL.with(|i| i.set(i.get().saturating_sub(1)));
+    }
+}
+
+fn entry_size() -> usize {
+    std::mem::size_of::<Entry>()
+}
+
+fn ring_size() -> usize {
+    std::mem::size_of::<Ring>() + entry_size() * gucs::slow_query_max() as usize
+}
+
+/// The ring's entries.
+///
+/// # Safety
+/// RING must be attached.
+unsafe fn entries<'a>() -> &'a mut [Entry] {
+    let base = (RING as *mut u8).add(std::mem::size_of::<Ring>()) as *mut Entry;
+    std::slice::from_raw_parts_mut(base, (*RING).capacity as usize)
+}
+
+fn preloaded() -> bool {
+    // SAFETY: written once in _PG_init.
+    unsafe { PRELOADED && !RING.is_null() }
+}
+
+/// Installs the hooks, asks for shared memory and registers the flush worker. Only while
+/// shared_preload_libraries is being processed.
+pub fn init() {
+    // SAFETY: plain globals of the postmaster during preload.
+    unsafe {
+        if !pg_sys::process_shared_preload_libraries_in_progress {
+            return;
+        }
+        PRELOADED = true;
+        pg_sys::EnableQueryId();
+        PREV_SHMEM_REQUEST = pg_sys::shmem_request_hook;
+        pg_sys::shmem_request_hook = Some(shmem_request);
+        PREV_SHMEM_STARTUP = pg_sys::shmem_startup_hook;
+        pg_sys::shmem_startup_hook = Some(shmem_startup);
+        PREV_EXECUTOR_START = pg_sys::ExecutorStart_hook;
+        pg_sys::ExecutorStart_hook = Some(executor_start);
+        PREV_EXECUTOR_RUN = pg_sys::ExecutorRun_hook;
+        pg_sys::ExecutorRun_hook = Some(executor_run);
+        PREV_EXECUTOR_FINISH = pg_sys::ExecutorFinish_hook;
+        pg_sys::ExecutorFinish_hook = Some(executor_finish);
+        PREV_EXECUTOR_END = pg_sys::ExecutorEnd_hook;
+        pg_sys::ExecutorEnd_hook = Some(executor_end);
+        PREV_PROCESS_UTILITY = pg_sys::ProcessUtility_hook;
+        pg_sys::ProcessUtility_hook = Some(process_utility);
+        PREV_EMIT_LOG = pg_sys::emit_log_hook;
+        pg_sys::emit_log_hook = Some(emit_log);
+        pg_sys::RegisterXactCallback(Some(xact_event), ptr::null_mut());
+        pg_sys::RegisterSubXactCallback(Some(subxact_event), ptr::null_mut());
+    }
+    BackgroundWorkerBuilder::new("tenantguard slow query flush")
+        .set_type("tenantguard slow query flush")
+        .set_library("tenantguard")
+        .set_function("tenantguard_flush_worker")
+        .enable_spi_access()
+        .set_restart_time(Some(Duration::from_secs(10)))
+        .load();
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn shmem_request() {
+    if let Some(prev) = PREV_SHMEM_REQUEST {
+        prev();
+    }
+    pg_sys::RequestAddinShmemSpace(ring_size());
+    pg_sys::RequestNamedLWLockTranche(TRANCHE.as_ptr(), 1);
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn shmem_startup() {
+    if let Some(prev) = PREV_SHMEM_STARTUP {
+        prev();
+    }
+    let init_lock = ptr::addr_of_mut!((*pg_sys::MainLWLockArray.add(21)).lock); // AddinShmemInitLock
+    pg_sys::LWLockAcquire(init_lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
+    let mut found = false;
+    let ring = pg_sys::ShmemInitStruct(SEGMENT.as_ptr(), ring_size(), &mut found) as *mut Ring;
+    if !found {
+        ptr::write_bytes(ring as *mut u8, 0, ring_size());
+        (*ring).lock = ptr::addr_of_mut!((*pg_sys::GetNamedLWLockTranche(TRANCHE.as_ptr())).lock);
+        (*ring).capacity = gucs::slow_query_max() as u64;
+        (*ring).next = 1;
+    }
+    RING = ring;
+    pg_sys::LWLockRelease(init_lock);
+}
+
+fn copy_name(src: *const std::ffi::c_char) -> ([u8; NAME_MAX], u16) {
+    let mut out = [0u8; NAME_MAX];
+    if src.is_null() {
+        return (out, 0);
+    }
+    // SAFETY: a NUL-terminated string from the server.
+    let bytes = unsafe { CStr::from_ptr(src) }.to_bytes();
+    let n = clip(bytes, NAME_MAX);
+    out[..n].copy_from_slice(&bytes[..n]);
+    (out, n as u16)
+}
+
+/// The longest prefix of `bytes` of at most `limit` bytes that ends on a character boundary.
+fn clip(bytes: &[u8], limit: usize) -> usize {
+    if bytes.len() <= limit {
+        return bytes.len();
+    }
+    // SAFETY: pg_mbcliplen reads at most `len` bytes of a valid string in the server encoding.
+    unsafe {
+        pg_sys::pg_mbcliplen(
+            bytes.as_ptr() as *const std::ffi::c_char,
+            bytes.len() as i32,
+            limit as i32,
+        ) as usize
+    }
+}
+
+/// The current value of the setting that tenantguard.<which> names (tenant or user setting).
+fn named_setting(which: usize) -> *const std::ffi::c_char {
+    let guc = if which == 0 {
+        c"tenantguard.tenant_setting"
+    } else {
+        c"tenantguard.user_setting"
+    };
+    // SAFETY: GetConfigOption returns NULL or the setting's current string.
+    unsafe {
+        let name = pg_sys::GetConfigOption(guc.as_ptr(), true, false);
+        let key = name as usize;
+        NAMES.with(|n| {
+            let mut n = n.borrow_mut();
+            if n[which].0 != key || key == 0 {
+                let value = if name.is_null() || *name == 0 {
+                    if which == 0 {
+                        c"app.current_tenant_id".to_owned()
+                    } else {
+                        c"app.user_id".to_owned()
+                    }
+                } else {
+                    CStr::from_ptr(name).to_owned()
+                };
+                n[which] = (key, value);
+            }
+            pg_sys::GetConfigOption(n[which].1.as_ptr(), true, false)
+        })
+    }
+}
+
+fn tracked(level: u32) -> bool {
+    let threshold = gucs::slow_query_ms();
+    threshold >= 0
+        && (level == 0 || gucs::slow_query_track_all())
+        && INTERNAL.with(|i| i.get() == 0)
+}
+
+thread_local! {
+    /// Bodies of tenantguard's SQL and PL/pgSQL functions in this database, loaded when first
+    /// needed and dropped when pg_proc changes.
+    static BODIES: RefCell<Option<Vec<String>>> = const { RefCell::new(None) };
+    static BODIES_CALLBACK: Cell<bool> = const { Cell::new(false) };
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn bodies_invalidated(_arg: pg_sys::Datum, _cacheid: i32, _hash: u32) {
+    BODIES.with(|b| {
+        if let Ok(mut b) = b.try_borrow_mut() {
+            *b = None;
+        }
+    });
+}
+
+/// True for a nested statement that comes from one of tenantguard's own SQL or PL/pgSQL
+/// functions (coverage(), lint(), the protect() wrapper, ...). Only asked for nested statements
+/// with slow_query_track = all.
+fn from_tenantguard_function(source: *const std::ffi::c_char) -> bool {
+    if source.is_null() {
+        return false;
+    }
+    if BODIES.with(|b| b.borrow().is_none()) {
+        BODIES_CALLBACK.with(|r| {
+            if !r.get() {
+                // SAFETY: registers a callback that only clears this cache.
+                unsafe {
+                    pg_sys::CacheRegisterSyscacheCallback(
+                        pg_sys::SysCacheIdentifier::PROCOID as i32,
+                        Some(bodies_invalidated),
+                        pg_sys::Datum::from(0),
+                    )
+                };
+                r.set(true);
+            }
+        });
+        let _internal = Internal::enter();
+        let bodies: Vec<String> = Spi::connect(|client| {
+            client
+                .select(
+                    "SELECT p.prosrc FROM pg_catalog.pg_proc p
+                       JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
+                       JOIN pg_catalog.pg_language l ON l.oid = p.prolang
+                      WHERE n.nspname = 'tenantguard' AND l.lanname IN ('sql', 'plpgsql')",
+                    None,
+                    &[],
+                )?
+                .map(|row| row.get::<String>(1).map(|s| s.unwrap_or_default()))
+                .collect::<Result<Vec<_>, _>>()
+        })
+        .unwrap_or_default();
+        BODIES.with(|b| *b.borrow_mut() = Some(bodies));
+    }
+    // SAFETY: the statement's NUL-terminated source text.
+    let text = unsafe { CStr::from_ptr(source) }.to_string_lossy();
+    let text = text.trim();
+    !text.is_empty()
+        && BODIES.with(|b| {
+            b.borrow()
+                .as_ref()
+                .is_some_and(|bodies| bodies.iter().any(|body| body.contains(text)))
+        })
+}
+
+fn begin(key: usize, source: *const std::ffi::c_char, stmt: *const pg_sys::PlannedStmt) -> Running {
+    // SAFETY: the statement's plan, read for its location and query id.
+    let (location, length, queryid) = unsafe {
+        if stmt.is_null() {
+            (-1, 0, 0)
+        } else {
+            ((*stmt).stmt_location, (*stmt).stmt_len, (*stmt).queryId)
+        }
+    };
+    Running {
+        key,
+        // SAFETY: a clock read.
+        started_at: unsafe { pg_sys::GetCurrentTimestamp() },
+        tenant: copy_name(named_setting(0)),
+        app_user: copy_name(named_setting(1)),
+        source,
+        location,
+        length,
+        queryid,
+    }
+}
+
+fn status_of(code: Option<i32>) -> (u8, [u8; 5]) {
+    let Some(code) = code else {
+        return (STATUS_ERROR, [0; 5]);
+    };
+    let mut out = [b'0'; 5];
+    for (i, c) in out.iter_mut().enumerate() {
+        *c = (((code >> (6 * i)) & 0x3F) as u8) + b'0';
+    }
+    let status = if &out == b"57014" {
+        STATUS_CANCELLED
+    } else {
+        STATUS_ERROR
+    };
+    (status, out)
+}
+
+/// Writes an entry when the statement ran at least the threshold.
+fn finish(run: &Running, rows: u64, status: u8, sqlstate: [u8; 5]) {
+    // SAFETY: a clock read.
+    let duration_us = unsafe { pg_sys::GetCurrentTimestamp() } - run.started_at;
+    let threshold = gucs::slow_query_ms();
+    if threshold < 0 || duration_us < threshold as i64 * 1000 || !preloaded() {
+        return;
+    }
+    let mut text: &[u8] = b"";
+    if !run.source.is_null() {
+        // SAFETY: the statement's source text, NUL-terminated; it outlives the statement.
+        let all = unsafe { CStr::from_ptr(run.source) }.to_bytes();
+        let start = (run.location.max(0) as usize).min(all.len());
+        let end = if run.location >= 0 && run.length > 0 {
+            (start + run.length as usize).min(all.len())
+        } else {
+            all.len()
+        };
+        text = all[start..end].trim_ascii();
+    }
+    let limit = (gucs::slow_query_text_limit() as usize).min(TEXT_MAX);
+    let qlen = clip(text, limit);
+    // SAFETY: the ring is attached; the lock guards every slot and `next`.
+    unsafe {
+        let ring = RING;
+        pg_sys::LWLockAcquire((*ring).lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
+        let seq = (*ring).next;
+        (*ring).next += 1;
+        let slot = &mut entries()[(seq % (*ring).capacity) as usize];
+        slot.seq = seq;
+        slot.started_at = run.started_at;
+        slot.duration_us = duration_us;
+        slot.rows = rows;
+        slot.queryid = run.queryid as i64;
+        slot.dbid = pg_sys::MyDatabaseId;
+        slot.userid = pg_sys::GetUserId();
+        slot.status = status;
+        slot.sqlstate = sqlstate;
+        slot.tenant = run.tenant.0;
+        slot.tenant_len = run.tenant.1;
+        slot.app_user = run.app_user.0;
+        slot.app_user_len = run.app_user.1;
+        slot.query[..qlen].copy_from_slice(&text[..qlen]);
+        slot.query_len = qlen as u16;
+        pg_sys::LWLockRelease((*ring).lock);
+    }
+}
+
+fn take_running(key: usize) -> Option<Running> {
+    RUNNING.with(|r| {
+        let mut r = r.borrow_mut();
+        let i = r.iter().rposition(|x| x.key == key)?;
+        Some(r.remove(i))
+    })
+}
+
+/// Statements from index `from` on failed: record them (with the SQLSTATE of the error that was
+/// reported, if any) and forget them.
+fn fail_from(from: usize) {
+    let failed: Vec<Running> = RUNNING.with(|r| {
+        let mut r = r.borrow_mut();
+        let from = from.min(r.len());
+        r.drain(from..).collect()
+    });
+    let (status, sqlstate) = status_of(LAST_ERROR.with(|e| e.take()));
+    for run in failed.iter().rev() {
+        finish(run, 0, status, sqlstate);
+    }
+}
+
+fn add_nesting(delta: i32) {
+    NESTING.with(|n| n.set(n.get().saturating_add_signed(delta)));
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn emit_log(edata: *mut pg_sys::ErrorData) {
+    if !edata.is_null() && (*edata).elevel >= PgLogLevel::ERROR as i32 {
+        LAST_ERROR.with(|e| e.set(Some((*edata).sqlerrcode)));
+    }
+    if let Some(prev) = PREV_EMIT_LOG {
+        prev(edata);
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn xact_event(
+    event: pg_sys::XactEvent::Type,
+    _arg: *mut std::ffi::c_void,
+) {
+    match event {
+        pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT => {
+            fail_from(0);
+            NESTING.with(|n| n.set(0));
+            SUBXACTS.with(|s| s.borrow_mut().clear());
+        }
+        pg_sys::XactEvent::XACT_EVENT_COMMIT
+        | pg_sys::XactEvent::XACT_EVENT_PARALLEL_COMMIT
+        | pg_sys::XactEvent::XACT_EVENT_PREPARE => {
+            SUBXACTS.with(|s| s.borrow_mut().clear());
+            LAST_ERROR.with(|e| e.set(None));
+        }
+        _ => {}
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn subxact_event(
+    event: pg_sys::SubXactEvent::Type,
+    _my: pg_sys::SubTransactionId,
+    _parent: pg_sys::SubTransactionId,
+    _arg: *mut std::ffi::c_void,
+) {
+    match event {
+        pg_sys::SubXactEvent::SUBXACT_EVENT_START_SUB => {
+            let state = (
+                NESTING.with(|n| n.get()),
+                RUNNING.with(|r| r.borrow().len()),
+            );
+            SUBXACTS.with(|s| s.borrow_mut().push(state));
+        }
+        pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB => {
+            SUBXACTS.with(|s| s.borrow_mut().pop());
+        }
+        pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB => {
+            if let Some((nesting, running)) = SUBXACTS.with(|s| s.borrow_mut().pop()) {
+                fail_from(running);
+                NESTING.with(|n| n.set(nesting));
+            }
+        }
+        _ => {}
+    }
+}
+
+/// ExecutorStart, tenantguard's part: decide whether to time the statement, and start the clock.
+#[pg_guard]
+unsafe extern "C-unwind" fn start_statement(query_desc: *mut pg_sys::QueryDesc, eflags: i32) {
+    let level = NESTING.with(|n| n.get());
+    if tracked(level)
+        && eflags & pg_sys::EXEC_FLAG_EXPLAIN_ONLY as i32 == 0
+        && (level == 0 || !from_tenantguard_function((*query_desc).sourceText))
+    {
+        let run = begin(
+            query_desc as usize,
+            (*query_desc).sourceText,
+            (*query_desc).plannedstmt,
+        );
+        RUNNING.with(|r| r.borrow_mut().push(run));
+    }
+}
+
+/// ExecutorEnd, tenantguard's part: stop the clock and record a slow statement.
+#[pg_guard]
+unsafe extern "C-unwind" fn end_statement(query_desc: *mut pg_sys::QueryDesc) {
+    if let Some(run) = take_running(query_desc as usize) {
+        let rows = if (*query_desc).estate.is_null() {
+            0
+        } else {
+            (*(*query_desc).estate).es_processed
+        };
+        finish(&run, rows, STATUS_OK, [0; 5]);
+    }
+}
+
+// The hooks themselves are not #[pg_guard]: they hold nothing that needs dropping while the next
+// hook runs, so an ERROR's longjmp passes through them unchanged.
+
+unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, eflags: i32) {
+    start_statement(query_desc, eflags);
+    match PREV_EXECUTOR_START {
+        Some(prev) => prev(query_desc, eflags),
+        None => raw_standard_executor_start(query_desc, eflags),
+    }
+}
+
+unsafe extern "C-unwind" fn executor_run(
+    query_desc: *mut pg_sys::QueryDesc,
+    direction: pg_sys::ScanDirection::Type,
+    count: u64,
+    execute_once: bool,
+) {
+    add_nesting(1);
+    match PREV_EXECUTOR_RUN {
+        Some(prev) => prev(query_desc, direction, count, execute_once),
+        None => raw_standard_executor_run(query_desc, direction, count, execute_once),
+    }
+    add_nesting(-1);
+}
+
+unsafe extern "C-unwind" fn executor_finish(query_desc: *mut pg_sys::QueryDesc) {
+    add_nesting(1);
+    match PREV_EXECUTOR_FINISH {
+        Some(prev) => prev(query_desc),
+        None => raw_standard_executor_finish(query_desc),
+    }
+    add_nesting(-1);
+}
+
+unsafe extern "C-unwind" fn executor_end(query_desc: *mut pg_sys::QueryDesc) {
+    end_statement(query_desc);
+    match PREV_EXECUTOR_END {
+        Some(prev) => prev(query_desc),
+        None => raw_standard_executor_end(query_desc),
+    }
+}
+
+/// ProcessUtility, tenantguard's part before the statement: time it unless it is transaction
+/// control (COMMIT, ROLLBACK, SAVEPOINT ... end or unwind the (sub)transactions the abort
+/// callbacks watch).
+#[pg_guard]
+unsafe extern "C-unwind" fn start_utility(
+    pstmt: *mut pg_sys::PlannedStmt,
+    query_string: *const std::ffi::c_char,
+) {
+    let level = NESTING.with(|n| n.get());
+    let utility = (*pstmt).utilityStmt;
+    let transaction_control =
+        !utility.is_null() && (*utility).type_ == pg_sys::NodeTag::T_TransactionStmt;
+    if !transaction_control
+        && tracked(level)
+        && (level == 0 || !from_tenantguard_function(query_string))
+    {
+        let run = begin(pstmt as usize, query_string, pstmt);
+        RUNNING.with(|r| r.borrow_mut().push(run));
+    }
+}
+
+#[pg_guard]
+unsafe extern "C-unwind" fn end_utility(
+    pstmt: *mut pg_sys::PlannedStmt,
+    qc: *mut pg_sys::QueryCompletion,
+) {
+    if let Some(run) = take_running(pstmt as usize) {
+        let rows = if qc.is_null() { 0 } else { (*qc).nprocessed };
+        finish(&run, rows, STATUS_OK, [0; 5]);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+unsafe extern "C-unwind" fn process_utility(
+    pstmt: *mut pg_sys::PlannedStmt,
+    query_string: *const std::ffi::c_char,
+    read_only_tree: bool,
+    context: pg_sys::ProcessUtilityContext::Type,
+    params: pg_sys::ParamListInfo,
+    query_env: *mut pg_sys::QueryEnvironment,
+    dest: *mut pg_sys::DestReceiver,
+    qc: *mut pg_sys::QueryCompletion,
+) {
+    start_utility(pstmt, query_string);
+    add_nesting(1);
+    match PREV_PROCESS_UTILITY {
+        Some(prev) => prev(
+            pstmt,
+            query_string,
+            read_only_tree,
+            context,
+            params,
+            query_env,
+            dest,
+            qc,
+        ),
+        None => raw_standard_process_utility(
+            pstmt,
+            query_string,
+            read_only_tree,
+            context,
+            params,
+            query_env,
+            dest,
+            qc,
+        ),
+    }
+    add_nesting(-1);
+    end_utility(pstmt, qc);
+}
+
+fn require_preload(what: &str) {
+    if !preloaded() {
+        raise(
+            PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!("{what} needs tenantguard in shared_preload_libraries"),
+            "Add tenantguard to shared_preload_libraries in postgresql.conf (e.g. \
+             shared_preload_libraries = 'tenantguard') and restart the server.",
+        );
+    }
+}
+
+fn is_admin() -> bool {
+    // SAFETY: role lookups for the current user.
+    unsafe {
+        if pg_sys::superuser() {
+            return true;
+        }
+        let admin = pg_sys::get_role_oid(c"tenantguard_admin".as_ptr(), true);
+        admin != pg_sys::InvalidOid && pg_sys::has_privs_of_role(pg_sys::GetUserId(), admin)
+    }
+}
+
+/// A copy of the ring's entries, oldest first.
+fn snapshot() -> Vec<Entry> {
+    // SAFETY: the ring is attached (checked by the callers); read under the shared lock.
+    unsafe {
+        let ring = RING;
+        pg_sys::LWLockAcquire((*ring).lock, pg_sys::LWLockMode::LW_SHARED);
+        let mut out: Vec<Entry> = entries().iter().filter(|e| e.seq != 0).copied().collect();
+        pg_sys::LWLockRelease((*ring).lock);
+        out.sort_by_key(|e| e.seq);
+        out
+    }
+}
+
+fn text_of(bytes: &[u8], len: u16) -> String {
+    String::from_utf8_lossy(&bytes[..len as usize]).into_owned()
+}
+
+type SlowRow = (
+    Option<TimestampWithTimeZone>,
+    f64,
+    i64,
+    i64,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    String,
+    Option<String>,
+    i64,
+);
+
+fn to_row(e: &Entry) -> SlowRow {
+    // SAFETY: catalog lookups by OID; NULL when the database or role is gone.
+    let (database, user) = unsafe {
+        let d = pg_sys::get_database_name(e.dbid);
+        let u = pg_sys::GetUserNameFromId(e.userid, true);
+        (
+            (!d.is_null()).then(|| CStr::from_ptr(d).to_string_lossy().into_owned()),
+            (!u.is_null()).then(|| CStr::from_ptr(u).to_string_lossy().into_owned()),
+        )
+    };
+    let nonempty = |s: String| (!s.is_empty()).then_some(s);
+    (
+        TimestampWithTimeZone::try_from(e.started_at).ok(),
+        e.duration_us as f64 / 1000.0,
+        e.rows as i64,
+        e.queryid,
+        text_of(&e.query, e.query_len),
+        database,
+        user,
+        nonempty(text_of(&e.app_user, e.app_user_len)),
+        nonempty(text_of(&e.tenant, e.tenant_len)),
+        match e.status {
+            STATUS_OK => "ok",
+            STATUS_CANCELLED => "cancelled",
+            _ => "error",
+        }
+        .to_string(),
+        (e.status != STATUS_OK).then(|| String::from_utf8_lossy(&e.sqlstate).into_owned()),
+        e.seq as i64,
+    )
+}
+
+/// The entries the caller may see: all for superusers and tenantguard_admin members, otherwise
+/// this database's entries of the caller's tenant.
+fn visible() -> Vec<Entry> {
+    let admin = is_admin();
+    let tenant = crate::context::tenant_value();
+    snapshot()
+        .into_iter()
+        .filter(|e| {
+            admin
+                || (e.dbid == unsafe { pg_sys::MyDatabaseId }
+                    && tenant
+                        .as_deref()
+                        .is_some_and(|t| t.as_bytes() == &e.tenant[..e.tenant_len as usize]))
+        })
+        .collect()
+}
+
+#[pg_extern(volatile, parallel_restricted)]
+#[allow(clippy::type_complexity)]
+fn slow_queries() -> TableIterator<
+    'static,
+    (
+        name!(started_at, Option<TimestampWithTimeZone>),
+        name!(duration_ms, f64),
+        name!(rows, i64),
+        name!(queryid, i64),
+        name!(query, String),
+        name!(database, Option<String>),
+        name!(db_user, Option<String>),
+        name!(app_user, Option<String>),
+        name!(tenant_id, Option<String>),
+        name!(status, String),
+        name!(sqlstate, Option<String>),
+    ),
+> {
+    require_preload("tenantguard.slow_queries()");
+    let rows: Vec<_> = visible()
+        .iter()
+        .map(|e| {
+            let r = to_row(e);
+            (r.0, r.1, r.2, r.3, r.4, r.5, r.6, r.7, r.8, r.9, r.10)
+        })
+        .collect();
+    TableIterator::new(rows)
+}
+
+#[pg_extern(volatile, parallel_unsafe)]
+fn reset_slow_queries() -> i64 {
+    require_preload("tenantguard.reset_slow_queries()");
+    if !is_admin() {
+        raise(
+            PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
+            "permission denied to reset the slow query ring",
+            "Only superusers and members of tenantguard_admin may reset it.",
+        );
+    }
+    // SAFETY: the ring is attached; cleared under the exclusive lock. `next` keeps growing so that
+    // flushed entries keep unique numbers.
+    unsafe {
+        let ring = RING;
+        pg_sys::LWLockAcquire((*ring).lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
+        let mut n = 0;
+        for e in entries().iter_mut() {
+            if e.seq != 0 {
+                n += 1;
+                e.seq = 0;
+            }
+        }
+        pg_sys::LWLockRelease((*ring).lock);
+        n
+    }
+}
+
+/// Copies this database's ring entries not yet in tenantguard.slow_query_log into it, each once:
+/// the table is keyed by (server start time, entry number) and the insert skips existing keys,
+/// so concurrent or repeated flushes, and flushes that roll back, neither lose nor double rows.
+#[pg_extern(volatile, parallel_unsafe)]
+fn _flush_slow_queries() -> i64 {
+    require_preload("tenantguard.flush_slow_queries()");
+    let _internal = Internal::enter();
+    // SAFETY: a global set by the postmaster.
+    let epoch = unsafe { pg_sys::PgStartTime };
+    let epoch = TimestampWithTimeZone::try_from(epoch).ok();
+    thread_local! {
+        static LAST: OnceCell<OwnedPreparedStatement> = const { OnceCell::new() };
+    }
+    let tstz = PgOid::BuiltIn(PgBuiltInOids::TIMESTAMPTZOID);
+    let last = kept_first::<i64>(
+        &LAST,
+        "SELECT max(seq) FROM tenantguard.slow_query_log WHERE epoch = $1",
+        &[tstz],
+        &[epoch.into()],
+    )
+    .unwrap_or(0);
+    // SAFETY: a global of the backend.
+    let db = unsafe { pg_sys::MyDatabaseId };
+    let mut inserted = 0i64;
+    let rows: Vec<SlowRow> = snapshot()
+        .iter()
+        .filter(|e| e.dbid == db && e.seq as i64 > last)
+        .map(to_row)
+        .collect();
+    if rows.is_empty() {
+        return 0;
+    }
+    spi(Spi::connect_mut(|client| {
+        for r in rows {
+            let done = client.update(
+                "INSERT INTO tenantguard.slow_query_log
+                    (started_at, duration_ms, rows, queryid, query, database, db_user, app_user,
+                     tenant_id, status, sqlstate, epoch, seq)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+                 ON CONFLICT (epoch, seq) DO NOTHING",
+                None,
+                &[
+                    r.0.into(),
+                    r.1.into(),
+                    r.2.into(),
+                    r.3.into(),
+                    r.4.into(),
+                    r.5.into(),
+                    r.6.into(),
+                    r.7.into(),
+                    r.8.into(),
+                    r.9.into(),
+                    r.10.into(),
+                    epoch.into(),
+                    r.11.into(),
+                ],
+            )?;
+            inserted += done.len() as i64;
+        }
+        Ok::<_, pgrx::spi::Error>(())
+    }));
+    inserted
+}
+
+/// The flush worker: every tenantguard.slow_query_flush_ms (when > 0) flushes the database named
+/// by tenantguard.slow_query_flush_database, if tenantguard is installed there.
+#[pg_guard]
+#[no_mangle]
+pub extern "C-unwind" fn tenantguard_flush_worker(_arg: pg_sys::Datum) {
+    BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    let db = gucs::slow_query_flush_database();
+    BackgroundWorker::connect_worker_to_spi(Some(&db), None);
+    INTERNAL.with(|i| i.set(1));
+    loop {
+        let every = gucs::slow_query_flush_ms();
+        let wait = if every > 0 { every as u64 } else { 1000 };
+        if !BackgroundWorker::wait_latch(Some(Duration::from_millis(wait))) {
+            break;
+        }
+        if BackgroundWorker::sighup_received() {
+            // SAFETY: re-reads postgresql.conf in this process, as every worker does on SIGHUP.
+            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+        }
+        if gucs::slow_query_flush_ms() > 0 {
+            BackgroundWorker::transaction(|| {
+                let installed = Spi::get_one::<bool>(
+                    "SELECT true FROM pg_catalog.pg_extension WHERE extname = 'tenantguard'",
+                )
+                .ok()
+                .flatten()
+                .unwrap_or(false);
+                if installed {
+                    let _ = Spi::get_one::<i64>("SELECT tenantguard._flush_slow_queries()");
+                }
+            });
+        }
+    }
+}
+
+extension_sql!(
+    r#"
+CREATE TABLE tenantguard.slow_query_log (
+    started_at  timestamptz,
+    duration_ms float8      NOT NULL,
+    rows        bigint,
+    queryid     bigint,
+    query       text,
+    database    text,
+    db_user     text,
+    app_user    text,
+    tenant_id   text COLLATE "C",
+    status      text        NOT NULL CHECK (status IN ('ok', 'error', 'cancelled')),
+    sqlstate    text,
+    epoch       timestamptz NOT NULL,
+    seq         bigint      NOT NULL,
+    PRIMARY KEY (epoch, seq)
+);
+COMMENT ON TABLE tenantguard.slow_query_log IS
+  'Slow queries copied from the shared-memory ring by flush_slow_queries() or the flush worker. epoch is the server start time, seq the entry number.';
+CREATE INDEX slow_query_log_tenant_time ON tenantguard.slow_query_log (tenant_id, started_at);
+SELECT pg_catalog.pg_extension_config_dump('tenantguard.slow_query_log', '');
+ALTER TABLE tenantguard.slow_query_log ENABLE ROW LEVEL SECURITY;
+ALTER TABLE tenantguard.slow_query_log FORCE ROW LEVEL SECURITY;
+CREATE POLICY slow_query_tenant_read ON tenantguard.slow_query_log FOR SELECT
+  USING (tenant_id = tenantguard.current_tenant());
+CREATE POLICY slow_query_admin_read ON tenantguard.slow_query_log FOR SELECT TO tenantguard_admin
+  USING (true);
+REVOKE ALL ON tenantguard.slow_query_log FROM PUBLIC;
+GRANT SELECT ON tenantguard.slow_query_log TO PUBLIC;
+
+CREATE VIEW tenantguard.slow_queries AS SELECT * FROM tenantguard.slow_queries();
+GRANT SELECT ON tenantguard.slow_queries TO PUBLIC;
+COMMENT ON VIEW tenantguard.slow_queries IS
+  'The shared-memory ring of slow queries: all of them for admins, the session tenant''s otherwise.';
+
+CREATE FUNCTION tenantguard.flush_slow_queries() RETURNS bigint
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT tenantguard._flush_slow_queries() $$;
+REVOKE ALL ON FUNCTION tenantguard.flush_slow_queries() FROM PUBLIC;
+REVOKE ALL ON FUNCTION tenantguard._flush_slow_queries() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION tenantguard.flush_slow_queries() TO tenantguard_admin;
+COMMENT ON FUNCTION tenantguard.flush_slow_queries() IS
+  'Copy new slow-query ring entries of this database into tenantguard.slow_query_log, each exactly once; returns how many.';
+"#,
+    name = "slow_query_objects",
+    requires = [
+        slow_queries,
+        reset_slow_queries,
+        _flush_slow_queries,
+        current_tenant,
+        "bootstrap"
+    ]
+);
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    // The #[pg_test] cluster does not preload tenantguard: the reading functions say how to.
+    #[pg_test(error = "tenantguard.slow_queries() needs tenantguard in shared_preload_libraries")]
+    fn slow_queries_without_preload() {
+        Spi::run("SELECT * FROM tenantguard.slow_queries()").unwrap();
+    }
+
+    #[pg_test]
+    fn without_preload_everything_else_works() {
+        let code = Spi::get_one::<String>(
+            "DO $$ BEGIN PERFORM tenantguard.reset_slow_queries();
+               EXCEPTION WHEN object_not_in_prerequisite_state THEN
+                 RAISE EXCEPTION USING MESSAGE = SQLSTATE; END $$",
+        );
+        assert!(
+            code.is_err(),
+            "reset_slow_queries() must fail without preload"
+        );
+        Spi::run("CREATE TABLE np (id int, tenant_id text)").unwrap();
+        Spi::run("SELECT tenantguard.protect('np')").unwrap();
+        assert_eq!(
+            Spi::get_one::<String>(
+                "SELECT status FROM tenantguard.coverage() WHERE table_name = 'np'"
+            )
+            .unwrap()
+            .as_deref(),
+            Some("protected")
+        );
+    }
+}
