@@ -139,16 +139,6 @@ pub fn init() {
         GucFlags::default(),
     );
     GucRegistry::define_int_guc(
-        c"tenantguard.slow_query_max",
-        c"Number of slow queries the shared-memory ring keeps.",
-        c"Set at server start.",
-        &SLOW_QUERY_MAX,
-        16,
-        20000,
-        GucContext::Postmaster,
-        GucFlags::default(),
-    );
-    GucRegistry::define_int_guc(
         c"tenantguard.slow_query_text_limit",
         c"Bytes of query text kept per slow query (cut on a character boundary).",
         c"At most 4096.",
@@ -168,14 +158,29 @@ pub fn init() {
         GucContext::Sighup,
         GucFlags::UNIT_MS,
     );
-    GucRegistry::define_string_guc(
-        c"tenantguard.slow_query_flush_database",
-        c"The database whose slow queries the background worker flushes.",
-        c"Set at server start.",
-        &SLOW_QUERY_FLUSH_DATABASE,
-        GucContext::Postmaster,
-        GucFlags::default(),
-    );
+    // Server-start settings can only be defined while shared_preload_libraries is processed
+    // (PostgreSQL refuses them later); they only matter then anyway.
+    // SAFETY: a plain global of the server.
+    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        GucRegistry::define_int_guc(
+            c"tenantguard.slow_query_max",
+            c"Number of slow queries the shared-memory ring keeps.",
+            c"Set at server start.",
+            &SLOW_QUERY_MAX,
+            16,
+            20000,
+            GucContext::Postmaster,
+            GucFlags::default(),
+        );
+        GucRegistry::define_string_guc(
+            c"tenantguard.slow_query_flush_database",
+            c"The database whose slow queries the background worker flushes.",
+            c"Set at server start.",
+            &SLOW_QUERY_FLUSH_DATABASE,
+            GucContext::Postmaster,
+            GucFlags::default(),
+        );
+    }
 }
 
 pub fn slow_query_ms() -> i32 {

@@ -1003,19 +1003,18 @@ mod tests {
         Spi::run("SELECT * FROM tenantguard.slow_queries()").unwrap();
     }
 
+    #[pg_test(
+        error = "tenantguard.flush_slow_queries() needs tenantguard in shared_preload_libraries"
+    )]
+    fn flush_without_preload() {
+        Spi::run("SELECT tenantguard._flush_slow_queries()").unwrap();
+    }
+
     #[pg_test]
     fn without_preload_everything_else_works() {
-        let code = Spi::get_one::<String>(
-            "DO $$ BEGIN PERFORM tenantguard.reset_slow_queries();
-               EXCEPTION WHEN object_not_in_prerequisite_state THEN
-                 RAISE EXCEPTION USING MESSAGE = SQLSTATE; END $$",
-        );
-        assert!(
-            code.is_err(),
-            "reset_slow_queries() must fail without preload"
-        );
         Spi::run("CREATE TABLE np (id int, tenant_id text)").unwrap();
         Spi::run("SELECT tenantguard.protect('np')").unwrap();
+        Spi::run("INSERT INTO np VALUES (1, 'a')").unwrap();
         assert_eq!(
             Spi::get_one::<String>(
                 "SELECT status FROM tenantguard.coverage() WHERE table_name = 'np'"
@@ -1023,6 +1022,13 @@ mod tests {
             .unwrap()
             .as_deref(),
             Some("protected")
+        );
+        assert_eq!(
+            Spi::get_one::<i64>(
+                "SELECT count(*) FROM tenantguard.audit_log WHERE table_oid = 'np'::regclass"
+            )
+            .unwrap(),
+            Some(1)
         );
     }
 }
