@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # tenantguard in two minutes: installs what is missing, builds and installs the extension, starts a
 # throwaway PostgreSQL cluster, protects an existing table, lets the event trigger protect a new
-# one, and shows two tenants sharing a protected table.
+# one, shows two tenants sharing a protected table, the audit trail each tenant sees, and a slow
+# query recorded with its tenant.
 # The cluster is stopped and removed at the end; pass --keep to leave it running for a look around.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,7 +15,7 @@ bash scripts/setup.sh
 echo "== building and installing tenantguard"
 install_extension >/tmp/tenantguard-demo-install.log 2>&1 || { cat /tmp/tenantguard-demo-install.log; exit 1; }
 echo "== starting a throwaway cluster in $dir (port $port)"
-cluster_start "$dir" "$port"
+cluster_start "$dir" "$port" "shared_preload_libraries = 'tenantguard'"
 if [ "$keep" != --keep ]; then trap 'cluster_stop "$dir"; rm -rf "$dir"; echo "== cluster stopped and removed"' EXIT; fi
 
 psql_as() { local role=$1; shift; as_pg psql -X -q -h "$dir" -p "$port" -U "$role" -d postgres "$@"; }
@@ -68,6 +69,16 @@ SELECT count(*) AS rows_deleted FROM d;
 \echo '== no tenant set: nothing visible'
 RESET app.current_tenant_id;
 SELECT count(*) AS visible_rows FROM products;
+\echo '== Acme renames a product; the audit trail shows Acme its own changes only'
+SET app.current_tenant_id = 'a0000000-0000-0000-0000-00000000000a';
+SET app.user_id = 'alice@acme';
+UPDATE products SET name = 'Acme anvil (heavy)' WHERE name = 'Acme anvil';
+SELECT op, record_key, changed_columns, old_values ->> 'name' AS old_name,
+       new_values ->> 'name' AS new_name, app_user
+  FROM tenantguard.audit_log ORDER BY id;
+\echo '== a slow query (over tenantguard.slow_query_ms = 100) is recorded with its tenant'
+SELECT pg_sleep(0.15) AS slow;
+SELECT tenant_id, app_user, round(duration_ms) AS ms, status, query FROM tenantguard.slow_queries;
 SQL
 
 psql_as postgres <<'SQL'

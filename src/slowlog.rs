@@ -294,9 +294,12 @@ fn named_setting(which: usize) -> *const std::ffi::c_char {
 
 fn tracked(level: u32) -> bool {
     let threshold = gucs::slow_query_ms();
+    // A parallel worker runs part of a statement its leader times already.
+    // SAFETY: a plain global of the backend.
     threshold >= 0
         && (level == 0 || gucs::slow_query_track_all())
         && INTERNAL.with(|i| i.get() == 0)
+        && unsafe { pg_sys::ParallelWorkerNumber } < 0
 }
 
 thread_local! {
