@@ -913,19 +913,6 @@ fn text_datum(s: &[u8]) -> pg_sys::Datum {
     })
 }
 
-/// A setting's value as text, NULL when unset or empty.
-fn setting_text(name: &CStr) -> Option<pg_sys::Datum> {
-    // SAFETY: GetConfigOption returns NULL or a string we copy at once.
-    unsafe {
-        let raw = pg_sys::GetConfigOption(name.as_ptr(), true, false);
-        if raw.is_null() || *raw == 0 {
-            None
-        } else {
-            Some(text_datum(CStr::from_ptr(raw).to_bytes()))
-        }
-    }
-}
-
 /// One audit row, as datums in the order of FIELDS (None = NULL).
 struct AuditRow {
     op: &'static str,
@@ -936,25 +923,6 @@ struct AuditRow {
     changed: Option<pg_sys::Datum>,
 }
 
-thread_local! {
-    static USER_SETTING: RefCell<Option<(String, CString)>> = const { RefCell::new(None) };
-}
-
-fn user_setting_name() -> CString {
-    let name = crate::gucs::user_setting();
-    USER_SETTING.with(|c| {
-        let mut c = c.borrow_mut();
-        match c.as_ref() {
-            Some((n, cs)) if *n == name => cs.clone(),
-            _ => {
-                let cs = CString::new(name.clone()).expect("validated setting name has no NUL");
-                *c = Some((name, cs.clone()));
-                cs
-            }
-        }
-    })
-}
-
 /// Writes one audit row for `rel`.
 ///
 /// # Safety
@@ -962,7 +930,6 @@ fn user_setting_name() -> CString {
 /// memory context.
 unsafe fn write_row(rel: pg_sys::Relation, row: AuditRow) {
     let target = target();
-    let user_setting = user_setting_name();
     let mut datums: [Option<pg_sys::Datum>; FIELDS.len()] = [None; FIELDS.len()];
     datums[0] = Some(pg_sys::Datum::from(pg_sys::GetCurrentTimestamp()));
     datums[1] = Some(pg_sys::Datum::from(
@@ -982,7 +949,12 @@ unsafe fn write_row(rel: pg_sys::Relation, row: AuditRow) {
     datums[11] = row.changed;
     datums[12] = Some(cached_name(b'r', pg_sys::GetUserId()));
     datums[13] = Some(cached_name(b'r', pg_sys::GetSessionUserId()));
-    datums[14] = setting_text(&user_setting);
+    let app_user = crate::slowlog::named_setting(1);
+    datums[14] = if app_user.is_null() || *app_user == 0 {
+        None
+    } else {
+        Some(text_datum(CStr::from_ptr(app_user).to_bytes()))
+    };
     let app = pg_sys::application_name;
     datums[15] = if app.is_null() || *app == 0 {
         None

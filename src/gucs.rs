@@ -251,14 +251,6 @@ pub fn role_setting() -> String {
     )
 }
 
-pub fn user_setting() -> String {
-    custom_setting_name(
-        "tenantguard.user_setting",
-        &USER_SETTING,
-        DEFAULT_USER_SETTING,
-    )
-}
-
 pub fn tenant_column() -> String {
     string_setting(&TENANT_COLUMN, DEFAULT_TENANT_COLUMN)
 }

@@ -262,8 +262,9 @@ fn clip(bytes: &[u8], limit: usize) -> usize {
     }
 }
 
-/// The current value of the setting that tenantguard.<which> names (tenant or user setting).
-fn named_setting(which: usize) -> *const std::ffi::c_char {
+/// The current value of the setting that tenantguard.tenant_setting (0) or
+/// tenantguard.user_setting (1) names; NULL when unset.
+pub(crate) fn named_setting(which: usize) -> *const std::ffi::c_char {
     let guc = if which == 0 {
         c"tenantguard.tenant_setting"
     } else {
@@ -277,11 +278,12 @@ fn named_setting(which: usize) -> *const std::ffi::c_char {
             let mut n = n.borrow_mut();
             if n[which].0 != key || key == 0 {
                 let value = if name.is_null() || *name == 0 {
-                    if which == 0 {
-                        c"app.current_tenant_id".to_owned()
+                    let default = if which == 0 {
+                        gucs::DEFAULT_TENANT_SETTING
                     } else {
-                        c"app.user_id".to_owned()
-                    }
+                        gucs::DEFAULT_USER_SETTING
+                    };
+                    std::ffi::CString::new(default).expect("no NUL in a constant")
                 } else {
                     CStr::from_ptr(name).to_owned()
                 };
