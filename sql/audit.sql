@@ -28,8 +28,8 @@ SELECT pg_catalog.pg_extension_config_dump('tenantguard.audit_log_id_seq', '');
 
 -- "History of record X" (a hash index: comparing jsonb keys down a btree cost more than the rest
 -- of the audit row) and "tenant's changes in a period" (tenant_id in the "C" collation, compared
--- bytewise). purge_audit() needs no index of its own: old rows have the smallest ids, so it walks
--- the primary key from the start.
+-- bytewise). purge_audit(), run rarely, gets no index of its own: every index costs each audited
+-- row.
 CREATE INDEX audit_log_record ON tenantguard.audit_log USING hash (record_key);
 CREATE INDEX audit_log_tenant_time ON tenantguard.audit_log (tenant_id, occurred_at);
 
