@@ -113,6 +113,8 @@ struct Running {
     location: i32,
     length: i32,
     queryid: u64,
+    /// CALL or DO: a procedure that may COMMIT or ROLLBACK while it runs.
+    procedure: bool,
 }
 
 thread_local! {
@@ -388,6 +390,7 @@ fn begin(key: usize, source: *const std::ffi::c_char, stmt: *const pg_sys::Plann
         location,
         length,
         queryid,
+        procedure: false,
     }
 }
 
@@ -498,6 +501,13 @@ unsafe extern "C-unwind" fn xact_event(
 ) {
     match event {
         pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT => {
+            // A ROLLBACK inside a procedure (CALL, DO) aborts the transaction with no error and
+            // the procedure goes on running: leave its statements be.
+            let in_procedure = RUNNING.with(|r| r.borrow().first().is_some_and(|x| x.procedure));
+            if in_procedure && LAST_ERROR.with(|e| e.get()).is_none() {
+                SUBXACTS.with(|s| s.borrow_mut().clear());
+                return;
+            }
             fail_from(0);
             NESTING.with(|n| n.set(0));
             SUBXACTS.with(|s| s.borrow_mut().clear());
@@ -628,7 +638,12 @@ unsafe extern "C-unwind" fn start_utility(
         && tracked(level)
         && (level == 0 || !from_tenantguard_function(query_string))
     {
-        let run = begin(pstmt as usize, query_string, pstmt);
+        let mut run = begin(pstmt as usize, query_string, pstmt);
+        run.procedure = !utility.is_null()
+            && matches!(
+                (*utility).type_,
+                pg_sys::NodeTag::T_CallStmt | pg_sys::NodeTag::T_DoStmt
+            );
         RUNNING.with(|r| r.borrow_mut().push(run));
     }
 }

@@ -39,6 +39,23 @@ SELECT slow_inner() AS nested_top;
 SELECT query, status, sqlstate, tenant_id, app_user, db_user, database, rows,
        duration_ms >= 150 AS slow_enough, queryid <> 0 AS has_queryid
   FROM tenantguard.slow_queries ORDER BY started_at;
+-- A procedure that rolls back inside is one slow statement that succeeded; an error a PL/pgSQL
+-- EXCEPTION block catches does not end the statement around it.
+\c - postgres
+CREATE PROCEDURE slow_proc() LANGUAGE plpgsql AS $$
+BEGIN PERFORM pg_sleep(0.1); ROLLBACK; PERFORM pg_sleep(0.1); END $$;
+CREATE FUNCTION slow_caught() RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+  BEGIN PERFORM pg_sleep(0.1); PERFORM 1 / 0; EXCEPTION WHEN division_by_zero THEN NULL; END;
+  PERFORM pg_sleep(0.1);
+  RETURN 'caught';
+END $$;
+\c - tg_app
+SET app.current_tenant_id = 'acme';
+CALL slow_proc();
+SELECT slow_caught();
+SELECT query, status, sqlstate FROM tenantguard.slow_queries
+ WHERE query IN ('CALL slow_proc()', 'SELECT slow_caught()') ORDER BY started_at;
 -- Another tenant sees none of acme's; no tenant sees nothing.
 \c - tg_other
 SET app.current_tenant_id = 'globex';
