@@ -63,6 +63,32 @@ for r in $(seq 1 "$rounds"); do
   done
 done
 
+# CPU per transaction: TPS on this machine moves with its other load, CPU time much less. The
+# postmaster's cutime + cstime (/proc/PID/stat) grow by the CPU of every backend it reaps, so a
+# fixed number of transactions on fresh connections, run one setup after another, gives each
+# setup's backend CPU per transaction to within a clock tick.
+cpu_ticks() { # setup -> cutime + cstime of its postmaster
+  local pid
+  pid=$(head -1 "$base-$1/data/postmaster.pid")
+  awk '{print $16 + $17}' "/proc/$pid/stat"
+}
+cpu=/tmp/tenantguard-slowlog-cpu.tsv
+: >"$cpu"
+txns=${CPU_TXNS:-20000}
+for r in $(seq 1 "$rounds"); do
+  echo "== CPU round $r of $rounds" >&2
+  for w in select tpcb; do
+    args=(-t "$txns")
+    [ "$w" = select ] && args+=(-S)
+    for s in tg none pgss; do
+      before=$(cpu_ticks "$s")
+      pgb "$s" "${args[@]}" >/dev/null
+      sleep 0.5 # let the postmaster reap the backends
+      printf '%s\t%s\t%s\t%s\n' "$r" "$s" "$w" "$(($(cpu_ticks "$s") - before))" >>"$cpu"
+    done
+  done
+done
+
 echo "== cost of one capture" >&2
 psql_su -c "CREATE EXTENSION IF NOT EXISTS tenantguard"
 printf 'SELECT pg_sleep(0);\n' >"$dir/sleep0.sql"
@@ -79,9 +105,9 @@ for r in $(seq 1 "$rounds"); do
 done
 captured=$(psql_su -Atc "SELECT count(*) FROM tenantguard.slow_queries()" 2>/dev/null || echo "?")
 
-python3 - "$results" "$capture" "$captured" <<'PY'
+python3 - "$results" "$capture" "$captured" "$cpu" "$txns" <<'PY'
 import sys, statistics, collections
-res, cap, captured = sys.argv[1], sys.argv[2], sys.argv[3]
+res, cap, captured, cpu, txns = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5])
 t = collections.defaultdict(dict)
 for line in open(res):
     r, s, w, tps = line.split()
@@ -94,6 +120,21 @@ for w in ["select", "tpcb"]:
     rp = statistics.median(v["pgss"] / v["none"] for v in rows)
     name = "-S" if w == "select" else "TPC-B"
     print(f"{name:10} {med['tg']:10.0f} {med['none']:10.0f} {med['pgss']:10.0f} {rt:8.3f} {rp:9.3f}")
+u = collections.defaultdict(dict)
+for line in open(cpu):
+    r, s, w, ticks = line.split()
+    u[(int(r), w)][s] = int(ticks)
+print()
+print(f"backend CPU per transaction ({txns} transactions x 2 clients per run, 10 ms ticks):")
+print(f"{'workload':10} {'tg us':>8} {'none us':>8} {'pgss us':>8} {'none/tg':>8} {'none/pgss':>9}")
+for w in ["select", "tpcb"]:
+    rows = [v for (r, ww), v in u.items() if ww == w]
+    us = {s: statistics.median(v[s] for v in rows) * 10000.0 / (2 * txns) for s in ["tg", "none", "pgss"]}
+    rt = statistics.median(v["none"] / v["tg"] for v in rows)
+    rp = statistics.median(v["none"] / v["pgss"] for v in rows)
+    name = "-S" if w == "select" else "TPC-B"
+    print(f"{name:10} {us['tg']:8.1f} {us['none']:8.1f} {us['pgss']:8.1f} {rt:8.3f} {rp:9.3f}")
+print("(none/tg is the TPS ratio the CPU cost alone allows a CPU-bound server: tenantguard / none)")
 c = collections.defaultdict(dict)
 for line in open(cap):
     r, ms, lat = line.split()
