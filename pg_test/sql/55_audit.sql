@@ -196,3 +196,20 @@ SELECT tenantguard.purge_audit('1 day', batch_size => 0);
 \echo sqlstate :LAST_ERROR_SQLSTATE
 \c - postgres
 DROP ROLE tg_auditor;
+-- If audit_log is not a plain table with plain indexes (here: an expression index), the trigger
+-- writes through a kept INSERT plan as the audit log's owner: the writing role still needs no
+-- privilege on it, and the row is the same.
+\c - postgres
+CREATE INDEX audit_log_expr ON tenantguard.audit_log ((lower(op)));
+\c - tg_app
+SELECT tenantguard.set_tenant('acme', false);
+INSERT INTO accounts (id, tenant_id, email) VALUES (20, 'acme', 'via@plan');
+SELECT op, tenant_id, record_key, new_values ->> 'email' AS email, db_user
+  FROM tenantguard.audit_log WHERE table_oid = 'accounts'::regclass AND record_key = '{"id": 20}';
+\c - postgres
+DROP INDEX tenantguard.audit_log_expr;
+\c - tg_app
+SELECT tenantguard.set_tenant('acme', false);
+INSERT INTO accounts (id, tenant_id, email) VALUES (21, 'acme', 'direct@again');
+SELECT op, record_key FROM tenantguard.audit_log
+ WHERE table_oid = 'accounts'::regclass AND record_key = '{"id": 21}';
