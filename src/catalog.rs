@@ -225,6 +225,23 @@ impl RelInfo {
     }
 }
 
+/// The base type name (after domains, e.g. `timestamptz`) of a live column, if the table has it.
+pub fn column_base_type(rel: &RelInfo, column: &str) -> Option<String> {
+    thread_local! {
+        static PLAN: OnceCell<OwnedPreparedStatement> = const { OnceCell::new() };
+    }
+    kept_first::<String>(
+        &PLAN,
+        "SELECT bt.typname::text
+           FROM pg_catalog.pg_attribute a
+           JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
+           JOIN pg_catalog.pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
+          WHERE a.attrelid = $1 AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped",
+        &[OID, TEXT],
+        &[rel.oid.into(), column.into()],
+    )
+}
+
 /// The tenant column of a table.
 #[derive(Debug, Clone)]
 pub struct TenantColumn {

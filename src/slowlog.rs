@@ -127,10 +127,10 @@ thread_local! {
     static SUBXACTS: RefCell<Vec<(u32, usize)>> = const { RefCell::new(Vec::new()) };
     /// SQLSTATE of the last ERROR reported (emit_log_hook), for the abort that follows it.
     static LAST_ERROR: Cell<Option<i32>> = const { Cell::new(None) };
-    /// (pointer of the tenantguard.tenant_setting value, its value as a C string), and the same for
-    /// tenantguard.user_setting: the setting names are looked up again only when they change.
-    static NAMES: RefCell<[(usize, std::ffi::CString); 2]> =
-        RefCell::new([(0, std::ffi::CString::default()), (0, std::ffi::CString::default())]);
+    /// The setting names tenantguard.tenant_setting and tenantguard.user_setting hold, as C
+    /// strings for GetConfigOption.
+    static NAMES: RefCell<[std::ffi::CString; 2]> =
+        RefCell::new([std::ffi::CString::default(), std::ffi::CString::default()]);
 }
 
 /// Marks tenantguard's own work for as long as it lives: statements run meanwhile are not recorded.
@@ -267,31 +267,27 @@ fn clip(bytes: &[u8], limit: usize) -> usize {
 /// The current value of the setting that tenantguard.tenant_setting (0) or
 /// tenantguard.user_setting (1) names; NULL when unset.
 pub(crate) fn named_setting(which: usize) -> *const std::ffi::c_char {
-    let guc = if which == 0 {
-        c"tenantguard.tenant_setting"
+    let (guc, default) = if which == 0 {
+        (&gucs::TENANT_SETTING, gucs::DEFAULT_TENANT_SETTING)
     } else {
-        c"tenantguard.user_setting"
+        (&gucs::USER_SETTING, gucs::DEFAULT_USER_SETTING)
     };
-    // SAFETY: GetConfigOption returns NULL or the setting's current string.
+    // SAFETY: the setting's own storage holds NULL or its current string; GetConfigOption returns
+    // NULL or the named setting's current string.
     unsafe {
-        let name = pg_sys::GetConfigOption(guc.as_ptr(), true, false);
-        let key = name as usize;
+        let name = *guc.as_ptr();
+        let name: &[u8] = if name.is_null() || *name == 0 {
+            default.as_bytes()
+        } else {
+            CStr::from_ptr(name).to_bytes()
+        };
         NAMES.with(|n| {
             let mut n = n.borrow_mut();
-            if n[which].0 != key || key == 0 {
-                let value = if name.is_null() || *name == 0 {
-                    let default = if which == 0 {
-                        gucs::DEFAULT_TENANT_SETTING
-                    } else {
-                        gucs::DEFAULT_USER_SETTING
-                    };
-                    std::ffi::CString::new(default).expect("no NUL in a constant")
-                } else {
-                    CStr::from_ptr(name).to_owned()
-                };
-                n[which] = (key, value);
+            // Compared by content (a few bytes): the name is rebuilt only when the setting changes.
+            if n[which].as_bytes() != name {
+                n[which] = std::ffi::CString::new(name).expect("a C string has no NUL");
             }
-            pg_sys::GetConfigOption(n[which].1.as_ptr(), true, false)
+            pg_sys::GetConfigOption(n[which].as_ptr(), true, false)
         })
     }
 }
@@ -889,14 +885,37 @@ fn _flush_slow_queries() -> i64 {
     if rows.is_empty() {
         return 0;
     }
+    let oid = |o| PgOid::BuiltIn(o);
+    let text = oid(PgBuiltInOids::TEXTOID);
+    let int8 = oid(PgBuiltInOids::INT8OID);
+    let types = [
+        tstz,
+        oid(PgBuiltInOids::FLOAT8OID),
+        int8,
+        int8,
+        text,
+        text,
+        text,
+        text,
+        text,
+        text,
+        text,
+        tstz,
+        int8,
+    ];
     spi(Spi::connect_mut(|client| {
+        // Planned once per flush, run once per entry.
+        let insert = client.prepare_mut(
+            "INSERT INTO tenantguard.slow_query_log
+                (started_at, duration_ms, rows, queryid, query, database, db_user, app_user,
+                 tenant_id, status, sqlstate, epoch, seq)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
+             ON CONFLICT (epoch, seq) DO NOTHING",
+            &types,
+        )?;
         for r in rows {
             let done = client.update(
-                "INSERT INTO tenantguard.slow_query_log
-                    (started_at, duration_ms, rows, queryid, query, database, db_user, app_user,
-                     tenant_id, status, sqlstate, epoch, seq)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
-                 ON CONFLICT (epoch, seq) DO NOTHING",
+                &insert,
                 None,
                 &[
                     r.0.into(),

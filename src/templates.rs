@@ -7,7 +7,7 @@
 //! bind every role, the admin role included. No permissive template grants a write to anyone but
 //! the tenant itself or the admin role.
 
-use crate::catalog::{kept_first, OID, TEXT};
+use crate::catalog::{kept_first, TEXT};
 use crate::catalog::{RelInfo, TenantColumn};
 use crate::errors::raise;
 use pgrx::pg_sys::panic::CaughtError;
@@ -256,19 +256,7 @@ pub fn desired_policies(
 
 /// The time column must exist and hold a point in time.
 fn check_time_column(rel: &RelInfo, column: &str) {
-    thread_local! {
-        static PLAN: OnceCell<OwnedPreparedStatement> = const { OnceCell::new() };
-    }
-    let base = kept_first::<String>(
-        &PLAN,
-        "SELECT bt.typname::text
-           FROM pg_catalog.pg_attribute a
-           JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
-           JOIN pg_catalog.pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
-          WHERE a.attrelid = $1 AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped",
-        &[OID, TEXT],
-        &[rel.oid.into(), column.into()],
-    );
+    let base = crate::catalog::column_base_type(rel, column);
     match base.as_deref() {
         None => raise(
             PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,

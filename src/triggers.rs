@@ -2,7 +2,7 @@
 //! trigger. Planned here as SQL, like the policies, so the dry run shows them and unprotect()
 //! removes exactly them.
 
-use crate::catalog::{kept_select, RelInfo, OID, TEXT};
+use crate::catalog::{column_base_type, kept_select, RelInfo, OID};
 use crate::errors::raise;
 use crate::templates::ProtectOptions;
 use pgrx::prelude::*;
@@ -50,35 +50,12 @@ fn noop_arg(options: &ProtectOptions) -> String {
     }
 }
 
-/// The type of a column (base type name, after domains), if the table has it.
-fn column_type(rel: &RelInfo, column: &str) -> Option<String> {
-    thread_local! {
-        static PLAN: OnceCell<OwnedPreparedStatement> = const { OnceCell::new() };
-    }
-    kept_select(
-        &PLAN,
-        "SELECT pg_catalog.format_type(
-                    COALESCE(NULLIF(t.typbasetype, 0::pg_catalog.oid), a.atttypid), NULL)
-           FROM pg_catalog.pg_attribute a JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
-          WHERE a.attrelid = $1 AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped",
-        &[OID, TEXT],
-        &[rel.oid.into(), column.into()],
-        |rows| {
-            let mut out = None;
-            for row in rows {
-                out = row.get::<String>(1)?;
-            }
-            Ok(out)
-        },
-    )
-}
-
 /// The triggers the options ask for on this table. Checks audit_exclude and updated_at against the
 /// table's columns (42703 / 42804). A partitioned table gets none: its partitions carry them.
 pub fn desired_triggers(rel: &RelInfo, options: &ProtectOptions) -> Vec<TriggerSpec> {
     let mut out = Vec::new();
     for column in &options.audit_exclude {
-        if column_type(rel, column).is_none() {
+        if column_base_type(rel, column).is_none() {
             raise(
                 PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
                 format!(
@@ -89,11 +66,9 @@ pub fn desired_triggers(rel: &RelInfo, options: &ProtectOptions) -> Vec<TriggerS
             );
         }
     }
-    let updated_at = match (options.updated_at, column_type(rel, UPDATED_AT_COLUMN)) {
+    let updated_at = match (options.updated_at, column_base_type(rel, UPDATED_AT_COLUMN)) {
         (Some(false), _) => false,
-        (_, Some(t)) if t == "timestamp with time zone" || t == "timestamp without time zone" => {
-            true
-        }
+        (_, Some(t)) if t == "timestamptz" || t == "timestamp" => true,
         (Some(true), Some(t)) => raise(
             PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
             format!(
