@@ -106,6 +106,31 @@ for mode in simple prepared; do
   done
 done
 
+# Mixed runs: one pgbench run executes all three variants' scripts, chosen at random for each
+# transaction (equal weights), in the same connections at the same moments, so the machine's noise
+# falls on all of them alike. Every transaction's latency is logged (-l, microseconds, with the
+# script number); the throughput ratio tenantguard / plain is mean latency plain / mean latency
+# tenantguard (a client that is always busy runs 1 / latency transactions per second).
+mixed=$dir/mixed.txt
+: > "$mixed"
+mkdir -p "$dir/logs"
+chown postgres:postgres "$dir/logs"
+for mode in simple prepared; do
+  for q in range point; do
+    for r in $(seq "$rounds"); do
+      rm -f "$dir/logs"/*
+      as_pg env PGOPTIONS="-c app.current_tenant_id=$tenant" "$PGBIN/pgbench" -n -c 2 -j 2 -T "$secs" -M "$mode" \
+        -h "$dir" -p "$port" -U app -l --log-prefix="$dir/logs/mx" \
+        -f "$sdir/${q}_tg.sql@1" -f "$sdir/${q}_plain.sql@1" -f "$sdir/${q}_hand.sql@1" postgres >/dev/null 2>&1
+      # script numbers follow the -f order: 0 tg, 1 plain, 2 hand
+      cat "$dir/logs"/mx.* | awk -v m="$mode" -v q="$q" -v r="$r" '
+        { n[$4]++; s[$4] += $3 }
+        END { printf "%s %s %d %.3f %.3f %.3f %d\n", m, q, r, s[0]/n[0], s[1]/n[1], s[2]/n[2], n[0]+n[1]+n[2] }' |
+        tee -a "$mixed" >&2
+    done
+  done
+done
+
 # Server-side cost per query: one backend runs each query 20,000 times in a PL/pgSQL loop (plans
 # cached, as with prepared statements), variants interleaved in rotating order, timed inside the
 # server. No client round trips, so what remains is what the policy adds to the query itself.
@@ -188,4 +213,21 @@ for mode in ("simple", "prepared"):
         med = lambda v: statistics.median(tps[(mode, q, v, r)] for r in rounds)
         ratio = lambda v: statistics.median(tps[(mode, q, "tg", r)] / tps[(mode, q, v, r)] for r in rounds)
         print(f"| {mode} | {q} | {med('tg'):.0f} | {med('plain'):.0f} | {med('hand'):.0f} | {ratio('plain'):.3f} | {ratio('hand'):.3f} |")
+PY
+echo
+echo "pgbench mixed runs, 2 clients, all three variants in one run (mean latency per transaction in"
+echo "microseconds, median of $rounds runs; ratios are medians of the per-run ratios, as throughput):"
+echo
+echo "| protocol | query | tenantguard us | plain + explicit filter us | hand-written policy us | tenantguard / plain | tenantguard / hand-written |"
+echo "|---|---|---|---|---|---|---|"
+python3 - "$mixed" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+for mode in ("simple", "prepared"):
+    for q in ("range", "point"):
+        rs = [(float(a), float(b), float(c)) for m, qq, _, a, b, c, _ in rows if m == mode and qq == q]
+        med = lambda i: statistics.median(x[i] for x in rs)
+        vs_plain = statistics.median(x[1] / x[0] for x in rs)
+        vs_hand = statistics.median(x[2] / x[0] for x in rs)
+        print(f"| {mode} | {q} | {med(0):.1f} | {med(1):.1f} | {med(2):.1f} | {vs_plain:.3f} | {vs_hand:.3f} |")
 PY

@@ -1041,19 +1041,9 @@ use pg_sys::{
     TRIGGER_EVENT_ROW, TRIGGER_EVENT_TRUNCATE, TRIGGER_EVENT_UPDATE,
 };
 
-#[no_mangle]
-#[doc(hidden)]
-pub extern "C" fn pg_finfo_tenantguard_audit() -> &'static pg_sys::Pg_finfo_record {
-    const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
-    &V1
-}
+crate::pg_finfo_v1!(pg_finfo_tenantguard_audit);
 
-#[no_mangle]
-#[doc(hidden)]
-pub extern "C" fn pg_finfo_tenantguard_set_updated_at() -> &'static pg_sys::Pg_finfo_record {
-    const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
-    &V1
-}
+crate::pg_finfo_v1!(pg_finfo_tenantguard_set_updated_at);
 
 /// The audit trigger: AFTER INSERT OR UPDATE OR DELETE FOR EACH ROW, and AFTER TRUNCATE FOR EACH
 /// STATEMENT. Arguments: 'skip_noop' or 'keep_noop', then the excluded column names.

@@ -120,19 +120,9 @@ unsafe fn event_data(fcinfo: pg_sys::FunctionCallInfo) -> *mut pg_sys::EventTrig
     ctx as *mut pg_sys::EventTriggerData
 }
 
-#[no_mangle]
-#[doc(hidden)]
-pub extern "C" fn pg_finfo_tenantguard_ddl_command_end() -> &'static pg_sys::Pg_finfo_record {
-    const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
-    &V1
-}
+crate::pg_finfo_v1!(pg_finfo_tenantguard_ddl_command_end);
 
-#[no_mangle]
-#[doc(hidden)]
-pub extern "C" fn pg_finfo_tenantguard_sql_drop() -> &'static pg_sys::Pg_finfo_record {
-    const V1: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
-    &V1
-}
+crate::pg_finfo_v1!(pg_finfo_tenantguard_sql_drop);
 
 /// ddl_command_end: the guard's end-state check, then auto-protect.
 #[no_mangle]

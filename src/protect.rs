@@ -189,9 +189,12 @@ fn live_policies(relid: pg_sys::Oid) -> Vec<LivePolicy> {
 
 /// A stable hash of a stored expression tree (pg_node_tree text) with its `:location` fields
 /// removed: the same expression parsed from different SQL text gives the same hash, and the tree
-/// does not depend on session settings the way deparsed text does. FNV-1a, 64 bits.
+/// does not depend on session settings the way deparsed text does. Functions that are not built in
+/// (tenantguard's own tenant functions) are hashed by their qualified signature, not their oid,
+/// which changes when a dump is restored. FNV-1a, 64 bits.
 fn tree_hash(tree: &str) -> String {
-    const MARK: &str = " :location ";
+    const LOCATION: &str = " :location ";
+    const FUNCID: &str = " :funcid ";
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     let mut feed = |bytes: &[u8]| {
         for b in bytes {
@@ -200,17 +203,41 @@ fn tree_hash(tree: &str) -> String {
         }
     };
     let mut rest = tree;
-    while let Some(at) = rest.find(MARK) {
+    loop {
+        let next = [LOCATION, FUNCID]
+            .into_iter()
+            .filter_map(|mark| rest.find(mark).map(|at| (at, mark)))
+            .min();
+        let Some((at, mark)) = next else { break };
         feed(&rest.as_bytes()[..at]);
-        let tail = &rest[at + MARK.len()..];
-        let skip = tail
+        let tail = &rest[at + mark.len()..];
+        let end = tail
             .char_indices()
             .find(|&(i, c)| !(c.is_ascii_digit() || (i == 0 && c == '-')))
             .map_or(tail.len(), |(i, _)| i);
-        rest = &tail[skip..];
+        if mark == FUNCID {
+            feed(mark.as_bytes());
+            feed(function_identity(&tail[..end]).as_bytes());
+        }
+        rest = &tail[end..];
     }
     feed(rest.as_bytes());
     format!("{hash:016x}")
+}
+
+/// A function oid as text: built-in ones as they are, others as their qualified signature.
+fn function_identity(oid: &str) -> String {
+    match oid.parse::<u32>() {
+        Ok(n) if n >= pg_sys::FirstNormalObjectId => {
+            // SAFETY: returns a palloc'd string; an unknown oid gives its number, not an error.
+            unsafe {
+                std::ffi::CStr::from_ptr(pg_sys::format_procedure_qualified(n.into()))
+                    .to_string_lossy()
+                    .into_owned()
+            }
+        }
+        _ => oid.to_string(),
+    }
 }
 
 /// True when the live policy is still exactly what tenantguard created for this spec.
@@ -1300,6 +1327,38 @@ mod tests {
     }
 
     #[pg_test]
+    fn tree_hash_names_non_builtin_functions_by_signature() {
+        // A restore gives tenantguard's functions new oids; the recorded hash must still match.
+        let make = |name: &str| {
+            Spi::get_one::<pg_sys::Oid>(&format!(
+                "CREATE FUNCTION public.{name}(s text) RETURNS text LANGUAGE sql AS 'SELECT s';
+                 SELECT 'public.{name}(text)'::regprocedure::oid"
+            ))
+            .unwrap()
+            .unwrap()
+        };
+        let hash = |oid: pg_sys::Oid| {
+            super::tree_hash(&format!(
+                "{{FUNCEXPR :funcid {} :location 3}}",
+                oid.to_u32()
+            ))
+        };
+        let first = make("tg_f");
+        let recorded = hash(first);
+        Spi::run("DROP FUNCTION public.tg_f(text)").unwrap();
+        let again = make("tg_f");
+        assert_ne!(first, again);
+        assert_eq!(hash(again), recorded);
+        assert_ne!(hash(make("tg_g")), recorded);
+        assert_eq!(
+            super::function_identity(&again.to_u32().to_string()),
+            "public.tg_f(pg_catalog.text)"
+        );
+        // Built-in functions keep their numbers.
+        assert_eq!(super::function_identity("2293"), "2293");
+    }
+
+    #[pg_test]
     fn predicate_is_null_safe_and_typed() {
         let col = |t: &str| crate::catalog::TenantColumn {
             name: "tenant_id".into(),
@@ -1309,9 +1368,17 @@ mod tests {
         let p = crate::templates::tenant_predicate(&col("uuid"), "app.current_tenant_id");
         assert_eq!(
             p,
-            "tenant_id OPERATOR(pg_catalog.=) (NULLIF(pg_catalog.current_setting('app.current_tenant_id', true), ''))::pg_catalog.uuid"
+            "tenant_id OPERATOR(pg_catalog.=) tenantguard.tenant_uuid('app.current_tenant_id')"
         );
-        let p = crate::templates::tenant_predicate(&col("text"), "x.y");
-        assert!(!p.contains("::"), "{p}");
+        let p = crate::templates::tenant_predicate(&col("int2"), "x.y");
+        assert_eq!(
+            p,
+            "tenant_id OPERATOR(pg_catalog.=) tenantguard.tenant_smallint('x.y')"
+        );
+        let p = crate::templates::tenant_predicate(&col("varchar"), "x.y");
+        assert_eq!(
+            p,
+            "tenant_id OPERATOR(pg_catalog.=) tenantguard.tenant_text('x.y')"
+        );
     }
 }

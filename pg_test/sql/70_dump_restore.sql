@@ -75,9 +75,10 @@ SELECT tenantguard.protect('t2');
 RESET ROLE;
 
 -- DROP EXTENSION: refused while tables carry tenantguard's triggers. With CASCADE the triggers,
--- the registry, the exemptions and the audit log go; the tables stay protected (RLS flags and
--- policies use only built-in functions). CREATE EXTENSION again: coverage() reports the tables as
--- partial (not_registered) until protect() adopts them again.
+-- the registry, the exemptions, the audit log and the tenant policies (they call tenantguard's
+-- tenant functions) go; RLS stays enabled and forced, so the tables fail closed: the app role
+-- sees no rows. CREATE EXTENSION again: coverage() reports the tables as partial until protect()
+-- adopts them again, and the app role reads its tenant's rows again.
 DROP VIEW tg_state;
 \set VERBOSITY terse
 DROP EXTENSION tenantguard;
@@ -104,6 +105,10 @@ SELECT tenantguard.protect('t2');
 SELECT tenantguard.exempt('lookup', 'reference data');
 RESET ROLE;
 SELECT table_name, status FROM tenantguard.coverage() ORDER BY table_name;
+\c tg_dst tg_app
+SET app.current_tenant_id = 'acme';
+SET app.user_role = 'clerk';
+SELECT id, tenant_id FROM t1;
 \c regression postgres
 DROP DATABASE tg_src;
 DROP DATABASE tg_dst;
