@@ -10,7 +10,8 @@
 # The tenant is set once per connection (PGOPTIONS), so the numbers are the query's cost alone.
 #
 # Each variant runs once per round, in an order that rotates between rounds; the table reports the
-# median TPS over the rounds.
+# median TPS over the rounds. Then mixed runs (all three variants in one pgbench run, latency per
+# transaction logged) and a server-side loop; see the comments below.
 #
 # usage: bash bench/policy_bench.sh [seconds-per-run (8)] [rounds (6)]
 set -euo pipefail
