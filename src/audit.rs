@@ -29,6 +29,46 @@ extern "C-unwind" {
     fn nextval_internal(relid: pg_sys::Oid, check_permissions: bool) -> i64;
 }
 
+// Getters that read a backend variable and cannot raise an error, called on every audited row:
+// declared here so the call skips pgrx's error boundary (a setjmp per call).
+mod raw {
+    use pgrx::pg_sys::{Oid, TimestampTz};
+    extern "C-unwind" {
+        pub fn GetCurrentTimestamp() -> TimestampTz;
+        pub fn GetCurrentStatementStartTimestamp() -> TimestampTz;
+        pub fn GetUserId() -> Oid;
+        pub fn GetSessionUserId() -> Oid;
+    }
+}
+
+/// FxHash-style hashing for the caches' small integer keys: SipHash, the default, cost more than
+/// the rest of a lookup, and these maps are read several times for every audited row.
+#[derive(Default)]
+struct OidHasher(u64);
+
+impl std::hash::Hasher for OidHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        bytes.iter().for_each(|b| self.add(*b as u64));
+    }
+    fn write_u8(&mut self, n: u8) {
+        self.add(n as u64)
+    }
+    fn write_u32(&mut self, n: u32) {
+        self.add(n as u64)
+    }
+}
+
+impl OidHasher {
+    fn add(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
+type OidMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<OidHasher>>;
+
 /// How one column's value becomes a jsonb value; the same result `to_jsonb()` gives.
 enum Encoding {
     Int2,
@@ -95,6 +135,8 @@ struct AuditMeta {
     all: Vec<(usize, i16, bool, CString)>,
     /// The tenant column's index and how to turn it into text.
     tenant: Option<(usize, TenantText)>,
+    /// The table's name when this entry was built (a rename invalidates the entry).
+    relname: Box<pg_sys::NameData>,
     _cxt: OwnedContext,
 }
 
@@ -156,14 +198,16 @@ struct UpdatedAtMeta {
 }
 
 thread_local! {
-    static AUDIT_META: RefCell<HashMap<(pg_sys::Oid, pg_sys::Oid), Rc<AuditMeta>>> =
-        RefCell::new(HashMap::new());
-    static UPDATED_AT_META: RefCell<HashMap<(pg_sys::Oid, pg_sys::Oid), Rc<UpdatedAtMeta>>> =
-        RefCell::new(HashMap::new());
+    static AUDIT_META: RefCell<OidMap<(pg_sys::Oid, pg_sys::Oid), Rc<AuditMeta>>> =
+        RefCell::new(OidMap::default());
+    static UPDATED_AT_META: RefCell<OidMap<(pg_sys::Oid, pg_sys::Oid), Rc<UpdatedAtMeta>>> =
+        RefCell::new(OidMap::default());
     static TARGET: RefCell<Option<Rc<AuditTarget>>> = const { RefCell::new(None) };
     static CALLBACK_REGISTERED: Cell<bool> = const { Cell::new(false) };
     static OPEN: RefCell<Option<OpenAudit>> = const { RefCell::new(None) };
-    static NAMES: RefCell<HashMap<(u8, pg_sys::Oid), CString>> = RefCell::new(HashMap::new());
+    static NAMES: RefCell<OidMap<(u8, pg_sys::Oid), CString>> = RefCell::new(OidMap::default());
+    /// 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE' as text datums, made once in TopMemoryContext.
+    static OP_TEXTS: OnceCell<[pg_sys::Datum; 4]> = const { OnceCell::new() };
 }
 
 #[pg_guard]
@@ -564,6 +608,11 @@ unsafe fn encode(encoding: &Encoding, datum: pg_sys::Datum, out: &mut pg_sys::Js
 
 /// A jsonb object of the given columns of a deformed row.
 ///
+/// The columns come in jsonb's key order, so the object is handed to JsonbValueToJsonb whole:
+/// one call per row instead of two pushJsonbValue calls per column and a sort at the end. A value
+/// that is itself a jsonb container (a jsonb column, or to_jsonb() of an array or composite) must
+/// be unpacked into the object, which pushJsonbValue does; such rows take that path.
+///
 /// # Safety
 /// `values`/`nulls` must be the deformed row the columns index into.
 unsafe fn row_object(
@@ -571,33 +620,48 @@ unsafe fn row_object(
     values: &[pg_sys::Datum],
     nulls: &[bool],
 ) -> pg_sys::Datum {
-    let mut state: *mut pg_sys::JsonbParseState = ptr::null_mut();
-    pg_sys::pushJsonbValue(
-        &mut state,
-        pg_sys::JsonbIteratorToken::WJB_BEGIN_OBJECT,
-        ptr::null_mut(),
-    );
-    for c in columns {
-        let mut key: pg_sys::JsonbValue = std::mem::zeroed();
+    let mut pairs: Vec<pg_sys::JsonbPair> = Vec::with_capacity(columns.len());
+    for (order, c) in columns.iter().enumerate() {
+        let mut pair: pg_sys::JsonbPair = std::mem::zeroed();
         string_value(
-            &mut key,
+            &mut pair.key,
             c.name.as_ptr() as *mut std::ffi::c_char,
             c.name.as_bytes().len(),
         );
-        pg_sys::pushJsonbValue(&mut state, pg_sys::JsonbIteratorToken::WJB_KEY, &mut key);
-        let mut v: pg_sys::JsonbValue = std::mem::zeroed();
         if nulls[c.index] {
-            v.type_ = pg_sys::jbvType::jbvNull;
+            pair.value.type_ = pg_sys::jbvType::jbvNull;
         } else {
-            encode(&c.encoding, values[c.index], &mut v);
+            encode(&c.encoding, values[c.index], &mut pair.value);
         }
-        pg_sys::pushJsonbValue(&mut state, pg_sys::JsonbIteratorToken::WJB_VALUE, &mut v);
+        pair.order = order as u32;
+        pairs.push(pair);
     }
-    let res = pg_sys::pushJsonbValue(
-        &mut state,
-        pg_sys::JsonbIteratorToken::WJB_END_OBJECT,
-        ptr::null_mut(),
-    );
+    if pairs
+        .iter()
+        .any(|p| p.value.type_ == pg_sys::jbvType::jbvBinary)
+    {
+        return pushed_object(&mut pairs);
+    }
+    let mut object: pg_sys::JsonbValue = std::mem::zeroed();
+    object.type_ = pg_sys::jbvType::jbvObject;
+    object.val.object.nPairs = pairs.len() as i32;
+    object.val.object.pairs = pairs.as_mut_ptr();
+    pg_sys::Datum::from(pg_sys::JsonbValueToJsonb(&mut object))
+}
+
+/// The same object built through pushJsonbValue, which unpacks container values.
+///
+/// # Safety
+/// The pairs' values must be valid JsonbValues.
+unsafe fn pushed_object(pairs: &mut [pg_sys::JsonbPair]) -> pg_sys::Datum {
+    use pg_sys::JsonbIteratorToken::{WJB_BEGIN_OBJECT, WJB_END_OBJECT, WJB_KEY, WJB_VALUE};
+    let mut state: *mut pg_sys::JsonbParseState = ptr::null_mut();
+    pg_sys::pushJsonbValue(&mut state, WJB_BEGIN_OBJECT, ptr::null_mut());
+    for p in pairs.iter_mut() {
+        pg_sys::pushJsonbValue(&mut state, WJB_KEY, &mut p.key);
+        pg_sys::pushJsonbValue(&mut state, WJB_VALUE, &mut p.value);
+    }
+    let res = pg_sys::pushJsonbValue(&mut state, WJB_END_OBJECT, ptr::null_mut());
     pg_sys::Datum::from(pg_sys::JsonbValueToJsonb(res))
 }
 
@@ -724,8 +788,7 @@ fn build_audit_meta(rel: pg_sys::Relation, args: &[String]) -> AuditMeta {
         name: CString::new(attname(att)).expect("attribute names have no NUL"),
         encoding: encoding_for(&cxt, att),
     };
-    // Pushed in jsonb's key order (shorter keys first, then bytewise), so the sort that ends each
-    // object finds them already sorted.
+    // In jsonb's key order (shorter keys first, then bytewise), as row_object() needs them.
     let jsonb_order = |a: &Column, b: &Column| {
         let (a, b) = (a.name.as_bytes(), b.name.as_bytes());
         a.len().cmp(&b.len()).then(a.cmp(b))
@@ -766,12 +829,15 @@ fn build_audit_meta(rel: pg_sys::Relation, args: &[String]) -> AuditMeta {
             };
             (*i, how)
         });
+    // SAFETY: the open relation's name, copied.
+    let relname = Box::new(unsafe { (*(*rel).rd_rel).relname });
     AuditMeta {
         skip_noop,
         values,
         key,
         all,
         tenant,
+        relname,
         _cxt: cxt,
     }
 }
@@ -913,9 +979,31 @@ fn text_datum(s: &[u8]) -> pg_sys::Datum {
     })
 }
 
+/// The operation's name as a text datum, made once per backend.
+fn op_text(op: &str) -> pg_sys::Datum {
+    const OPS: [&str; 4] = ["INSERT", "UPDATE", "DELETE", "TRUNCATE"];
+    let texts = OP_TEXTS.with(|t| {
+        *t.get_or_init(|| {
+            // SAFETY: four small text values in TopMemoryContext, kept for the backend's life.
+            unsafe {
+                let old = pg_sys::MemoryContextSwitchTo(pg_sys::TopMemoryContext);
+                let texts = OPS.map(|o| text_datum(o.as_bytes()));
+                pg_sys::MemoryContextSwitchTo(old);
+                texts
+            }
+        })
+    });
+    texts[OPS
+        .iter()
+        .position(|o| *o == op)
+        .expect("a known operation")]
+}
+
 /// One audit row, as datums in the order of FIELDS (None = NULL).
 struct AuditRow {
     op: &'static str,
+    /// The table's name, a `name` datum.
+    relname: pg_sys::Datum,
     tenant: Option<pg_sys::Datum>,
     record_key: Option<pg_sys::Datum>,
     old_values: Option<pg_sys::Datum>,
@@ -931,24 +1019,22 @@ struct AuditRow {
 unsafe fn write_row(rel: pg_sys::Relation, row: AuditRow) {
     let target = target();
     let mut datums: [Option<pg_sys::Datum>; FIELDS.len()] = [None; FIELDS.len()];
-    datums[0] = Some(pg_sys::Datum::from(pg_sys::GetCurrentTimestamp()));
-    datums[1] = Some(pg_sys::Datum::from(
-        pg_sys::GetCurrentStatementStartTimestamp(),
-    ));
+    datums[0] = Some(pg_sys::Datum::from(raw::GetCurrentTimestamp()));
+    datums[1] = Some(pg_sys::Datum::from(raw::GetCurrentStatementStartTimestamp()));
     datums[2] = Some(pg_sys::Datum::from(
         pg_sys::GetTopFullTransactionId().value as i64,
     ));
     datums[3] = Some(cached_name(b'n', (*(*rel).rd_rel).relnamespace));
-    datums[4] = Some(name_datum((*(*rel).rd_rel).relname.data.as_ptr()));
+    datums[4] = Some(row.relname);
     datums[5] = Some(pg_sys::Datum::from((*rel).rd_id));
-    datums[6] = Some(text_datum(row.op.as_bytes()));
+    datums[6] = Some(op_text(row.op));
     datums[7] = row.tenant;
     datums[8] = row.record_key;
     datums[9] = row.old_values;
     datums[10] = row.new_values;
     datums[11] = row.changed;
-    datums[12] = Some(cached_name(b'r', pg_sys::GetUserId()));
-    datums[13] = Some(cached_name(b'r', pg_sys::GetSessionUserId()));
+    datums[12] = Some(cached_name(b'r', raw::GetUserId()));
+    datums[13] = Some(cached_name(b'r', raw::GetSessionUserId()));
     let app_user = crate::slowlog::named_setting(1);
     datums[14] = if app_user.is_null() || *app_user == 0 {
         None
@@ -1071,6 +1157,7 @@ pub extern "C-unwind" fn tenantguard_audit(fcinfo: pg_sys::FunctionCallInfo) -> 
                     rel,
                     AuditRow {
                         op: "TRUNCATE",
+                        relname: name_datum((*(*rel).rd_rel).relname.data.as_ptr()),
                         tenant,
                         record_key: None,
                         old_values: None,
@@ -1088,6 +1175,7 @@ pub extern "C-unwind" fn tenantguard_audit(fcinfo: pg_sys::FunctionCallInfo) -> 
                 let (v, n) = deform((*td).tg_trigtuple, desc);
                 AuditRow {
                     op: "INSERT",
+                    relname: pg_sys::Datum::from(&*meta.relname as *const pg_sys::NameData),
                     tenant: tenant_of(&meta, &v, &n),
                     record_key: (!meta.key.is_empty()).then(|| row_object(&meta.key, &v, &n)),
                     old_values: None,
@@ -1099,6 +1187,7 @@ pub extern "C-unwind" fn tenantguard_audit(fcinfo: pg_sys::FunctionCallInfo) -> 
                 let (v, n) = deform((*td).tg_trigtuple, desc);
                 AuditRow {
                     op: "DELETE",
+                    relname: pg_sys::Datum::from(&*meta.relname as *const pg_sys::NameData),
                     tenant: tenant_of(&meta, &v, &n),
                     record_key: (!meta.key.is_empty()).then(|| row_object(&meta.key, &v, &n)),
                     old_values: Some(row_object(&meta.values, &v, &n)),
@@ -1132,6 +1221,7 @@ pub extern "C-unwind" fn tenantguard_audit(fcinfo: pg_sys::FunctionCallInfo) -> 
                 );
                 AuditRow {
                     op: "UPDATE",
+                    relname: pg_sys::Datum::from(&*meta.relname as *const pg_sys::NameData),
                     tenant: tenant_of(&meta, &nv, &nn),
                     record_key: (!meta.key.is_empty()).then(|| row_object(&meta.key, &nv, &nn)),
                     old_values: Some(row_object(&meta.values, &ov, &on)),

@@ -186,10 +186,18 @@ SELECT tenantguard.audit();
 \echo sqlstate :LAST_ERROR_SQLSTATE
 
 -- purge_audit(): admins only, in batches, reports the count; bad arguments are refused.
+-- Six more rows made old, so that 7 go: two full batches of 3 and a last one of 1.
+\c - postgres
+UPDATE tenantguard.audit_log SET occurred_at = occurred_at - interval '2 hours'
+ WHERE id IN (SELECT id FROM tenantguard.audit_log
+               WHERE occurred_at >= now() - interval '1 hour' ORDER BY id LIMIT 6);
 \c - tg_auditor
+SELECT count(*) AS all_rows FROM tenantguard.audit_log \gset
 SELECT count(*) AS older_than_1h FROM tenantguard.audit_log WHERE occurred_at < now() - interval '1 hour';
-SELECT tenantguard.purge_audit('1 hour', batch_size => 1);
+SELECT tenantguard.purge_audit('1 hour', batch_size => 3) AS purged;
 SELECT count(*) AS older_than_1h_after FROM tenantguard.audit_log WHERE occurred_at < now() - interval '1 hour';
+SELECT :all_rows - count(*) AS gone FROM tenantguard.audit_log;
+SELECT tenantguard.purge_audit('1 hour', batch_size => 1) AS purged_again;
 SELECT tenantguard.purge_audit('-1 day');
 \echo sqlstate :LAST_ERROR_SQLSTATE
 SELECT tenantguard.purge_audit('1 day', batch_size => 0);
