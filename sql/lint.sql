@@ -169,16 +169,24 @@ findings AS (
                   'GRANT tenantguard_admin TO the support role', h.polname, h.obj, h.obj)
       FROM hand h
      CROSS JOIN LATERAL regexp_matches(COALESCE(h.q, '') || ' ' || COALESCE(h.wc, ''),
-                                       'current_setting\(''([^'']+)''', 'g') AS m
+                                       '(?:current_setting|tenant_(?:uuid|bigint|integer|smallint|text))\(''([^'']+)''', 'g') AS m
      WHERE h.polpermissive AND m[1] <> h.tenant_setting
     UNION ALL
     SELECT 'warn', 'policy_defeats_index', format('%I on %s', h.polname, h.obj),
            format('tenant column %I is cast in the policy: no index can serve it, and the setting '
                   'is compared for every row', h.col),
            format('DROP POLICY %I ON %s; -- tenantguard''s own policies compare %I itself; '
-                  'rewrite a needed one as %I = NULLIF(current_setting(%L, true), '''')::<type>',
-                  h.polname, h.obj, h.col, h.col, h.tenant_setting)
+                  'rewrite a needed one as %I = tenantguard.%I(%L)',
+                  h.polname, h.obj, h.col, h.col, f.fn, h.tenant_setting)
       FROM hand h
+      -- The function tenantguard's own policies use for this column type.
+     CROSS JOIN LATERAL (
+         SELECT CASE CASE WHEN ty.typtype = 'd' THEN ty.typbasetype ELSE ty.oid END
+                     WHEN 'uuid'::regtype THEN 'tenant_uuid' WHEN 'int8'::regtype THEN 'tenant_bigint'
+                     WHEN 'int4'::regtype THEN 'tenant_integer' WHEN 'int2'::regtype THEN 'tenant_smallint'
+                     ELSE 'tenant_text' END AS fn
+           FROM pg_attribute a JOIN pg_type ty ON ty.oid = a.atttypid
+          WHERE a.attrelid = h.tbl AND a.attnum = h.tattnum) f
      WHERE COALESCE(h.q, '') || COALESCE(h.wc, '') LIKE '%(' || quote_ident(h.col) || ')::%'
     -- Views and materialized views
     UNION ALL

@@ -49,7 +49,15 @@ CREATE POLICY by_id ON lnt.t1 USING (id < 10);
 CREATE POLICY admin_override ON lnt.t1
   USING (tenant_id = current_setting('app.current_tenant_id')::int OR current_setting('app.user_role', true) = 'super_admin');
 CREATE POLICY cast_column ON lnt.t1 AS RESTRICTIVE USING ((tenant_id)::text = current_setting('app.current_tenant_id'));
+-- The same override through tenantguard's own setting readers is found too (the tenant's
+-- setting read by them is not a finding).
+CREATE POLICY admin_fn ON lnt.t1
+  USING (tenant_id = tenantguard.tenant_integer('app.current_tenant_id')
+         OR tenantguard.tenant_text('app.is_admin') = 'yes');
 :show;
+SELECT detail FROM tenantguard.lint() WHERE code = 'guc_admin_check' AND object ~ 'lnt\.' ORDER BY 1;
+-- The fix for a cast tenant column names the reader tenantguard's policies use for its type.
+SELECT fix FROM tenantguard.lint() WHERE code = 'policy_defeats_index' AND object ~ 'lnt\.';
 :fixes 'permissive_policy_always_true' \gexec
 :fixes 'permissive_policy_widens' \gexec
 :fixes 'guc_admin_check' \gexec
