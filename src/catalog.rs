@@ -225,21 +225,38 @@ impl RelInfo {
     }
 }
 
-/// The base type name (after domains, e.g. `timestamptz`) of a live column, if the table has it.
-pub fn column_base_type(rel: &RelInfo, column: &str) -> Option<String> {
+/// A live column's base type name (after domains, e.g. `timestamptz`), its type as written
+/// (`format_type`), and whether it is NOT NULL; None if the table has no such column.
+fn column_facts(rel: &RelInfo, column: &str) -> Option<(String, String, bool)> {
     thread_local! {
         static PLAN: OnceCell<OwnedPreparedStatement> = const { OnceCell::new() };
     }
-    kept_first::<String>(
+    kept_select(
         &PLAN,
-        "SELECT bt.typname::text
+        "SELECT bt.typname::text, pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnotnull
            FROM pg_catalog.pg_attribute a
            JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
            JOIN pg_catalog.pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
           WHERE a.attrelid = $1 AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped",
         &[OID, TEXT],
         &[rel.oid.into(), column.into()],
+        |rows| {
+            let mut out = None;
+            for row in rows {
+                out = Some((
+                    row.get::<String>(1)?.unwrap_or_default(),
+                    row.get::<String>(2)?.unwrap_or_default(),
+                    row.get::<bool>(3)?.unwrap_or(false),
+                ));
+            }
+            Ok(out)
+        },
     )
+}
+
+/// The base type name (after domains, e.g. `timestamptz`) of a live column, if the table has it.
+pub fn column_base_type(rel: &RelInfo, column: &str) -> Option<String> {
+    column_facts(rel, column).map(|(base, _, _)| base)
 }
 
 /// The tenant column of a table.
@@ -257,30 +274,7 @@ pub const SUPPORTED_TYPES: &str = "uuid, text, varchar, bigint, integer or small
 
 impl TenantColumn {
     pub fn load(rel: &RelInfo, column: &str) -> TenantColumn {
-        thread_local! {
-            static PLAN: OnceCell<OwnedPreparedStatement> = const { OnceCell::new() };
-        }
-        let found = kept_select(
-            &PLAN,
-            "SELECT bt.typname::text, pg_catalog.format_type(a.atttypid, a.atttypmod), a.attnotnull
-               FROM pg_catalog.pg_attribute a
-               JOIN pg_catalog.pg_type t ON t.oid = a.atttypid
-               JOIN pg_catalog.pg_type bt ON bt.oid = CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE t.oid END
-              WHERE a.attrelid = $1 AND a.attname = $2 AND a.attnum > 0 AND NOT a.attisdropped",
-            &[OID, TEXT],
-            &[rel.oid.into(), column.into()],
-            |rows| {
-                let mut out = None;
-                for row in rows {
-                    out = Some((
-                        row.get::<String>(1)?.unwrap_or_default(),
-                        row.get::<String>(2)?.unwrap_or_default(),
-                        row.get::<bool>(3)?.unwrap_or(false),
-                    ));
-                }
-                Ok(out)
-            },
-        );
+        let found = column_facts(rel, column);
         let Some((base_type, shown_type, not_null)) = found else {
             raise(
                 PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
