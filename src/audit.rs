@@ -8,6 +8,7 @@
 
 use crate::catalog::{kept_select, OID};
 use crate::errors::raise;
+use crate::settings::raw;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::spi::OwnedPreparedStatement;
@@ -27,18 +28,6 @@ extern "C-unwind" {
         typ_len: i32,
     ) -> bool;
     fn nextval_internal(relid: pg_sys::Oid, check_permissions: bool) -> i64;
-}
-
-// Getters that read a backend variable and cannot raise an error, called on every audited row:
-// declared here so the call skips pgrx's error boundary (a setjmp per call).
-mod raw {
-    use pgrx::pg_sys::{Oid, TimestampTz};
-    extern "C-unwind" {
-        pub fn GetCurrentTimestamp() -> TimestampTz;
-        pub fn GetCurrentStatementStartTimestamp() -> TimestampTz;
-        pub fn GetUserId() -> Oid;
-        pub fn GetSessionUserId() -> Oid;
-    }
 }
 
 /// FxHash-style hashing for the caches' small integer keys: SipHash, the default, cost more than
@@ -1035,7 +1024,7 @@ unsafe fn write_row(rel: pg_sys::Relation, row: AuditRow) {
     datums[11] = row.changed;
     datums[12] = Some(cached_name(b'r', raw::GetUserId()));
     datums[13] = Some(cached_name(b'r', raw::GetSessionUserId()));
-    let app_user = crate::slowlog::named_setting(1);
+    let app_user = crate::settings::named_setting(1);
     datums[14] = if app_user.is_null() || *app_user == 0 {
         None
     } else {

@@ -12,6 +12,7 @@
 use crate::catalog::kept_first;
 use crate::errors::{raise, spi};
 use crate::gucs;
+use crate::settings::{named_setting, raw};
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
 use pgrx::prelude::*;
 use pgrx::spi::OwnedPreparedStatement;
@@ -127,10 +128,6 @@ thread_local! {
     static SUBXACTS: RefCell<Vec<(u32, usize)>> = const { RefCell::new(Vec::new()) };
     /// SQLSTATE of the last ERROR reported (emit_log_hook), for the abort that follows it.
     static LAST_ERROR: Cell<Option<i32>> = const { Cell::new(None) };
-    /// The setting names tenantguard.tenant_setting and tenantguard.user_setting hold, as C
-    /// strings for GetConfigOption.
-    static NAMES: RefCell<[std::ffi::CString; 2]> =
-        RefCell::new([std::ffi::CString::default(), std::ffi::CString::default()]);
 }
 
 /// Marks tenantguard's own work for as long as it lives: statements run meanwhile are not recorded.
@@ -180,7 +177,10 @@ pub fn init() {
             return;
         }
         PRELOADED = true;
-        pg_sys::EnableQueryId();
+        // No EnableQueryId(): like auto_explain, tenantguard records the query id when the server
+        // computes one (compute_query_id = on, or auto with pg_stat_statements loaded) and does not
+        // turn it on by itself. Computing it costs about 2,800 instructions for a `pgbench -S`
+        // statement, three times what the hooks cost (bench/slowlog_bench.sh).
         PREV_SHMEM_REQUEST = pg_sys::shmem_request_hook;
         pg_sys::shmem_request_hook = Some(shmem_request);
         PREV_SHMEM_STARTUP = pg_sys::shmem_startup_hook;
@@ -256,39 +256,11 @@ fn clip(bytes: &[u8], limit: usize) -> usize {
     }
     // SAFETY: pg_mbcliplen reads at most `len` bytes of a valid string in the server encoding.
     unsafe {
-        pg_sys::pg_mbcliplen(
+        raw::pg_mbcliplen(
             bytes.as_ptr() as *const std::ffi::c_char,
             bytes.len() as i32,
             limit as i32,
         ) as usize
-    }
-}
-
-/// The current value of the setting that tenantguard.tenant_setting (0) or
-/// tenantguard.user_setting (1) names; NULL when unset.
-pub(crate) fn named_setting(which: usize) -> *const std::ffi::c_char {
-    let (guc, default) = if which == 0 {
-        (&gucs::TENANT_SETTING, gucs::DEFAULT_TENANT_SETTING)
-    } else {
-        (&gucs::USER_SETTING, gucs::DEFAULT_USER_SETTING)
-    };
-    // SAFETY: the setting's own storage holds NULL or its current string; GetConfigOption returns
-    // NULL or the named setting's current string.
-    unsafe {
-        let name = *guc.as_ptr();
-        let name: &[u8] = if name.is_null() || *name == 0 {
-            default.as_bytes()
-        } else {
-            CStr::from_ptr(name).to_bytes()
-        };
-        NAMES.with(|n| {
-            let mut n = n.borrow_mut();
-            // Compared by content (a few bytes): the name is rebuilt only when the setting changes.
-            if n[which].as_bytes() != name {
-                n[which] = std::ffi::CString::new(name).expect("a C string has no NUL");
-            }
-            pg_sys::GetConfigOption(n[which].as_ptr(), true, false)
-        })
     }
 }
 
@@ -393,6 +365,14 @@ fn from_tenantguard_function(source: *const std::ffi::c_char) -> bool {
     })
 }
 
+// The hooks run for every statement, so their common path (a statement that is timed and turns
+// out fast, or is not timed) stays outside pgrx's error boundary, whose `sigsetjmp` per call cost
+// more than the rest of the hook. That path calls only server functions that cannot raise an
+// ERROR (declared in `settings::raw`) and Rust code that cannot panic (no RefCell is borrowed while
+// anything else runs). What can fail - recording an entry, the SPI lookup for nested statements -
+// runs in #[pg_guard] functions, and the frames an ERROR from there passes through own nothing that
+// needs dropping.
+
 fn begin(key: usize, source: *const std::ffi::c_char, stmt: *const pg_sys::PlannedStmt) -> Running {
     // SAFETY: the statement's plan, read for its location and query id.
     let (location, length, queryid) = unsafe {
@@ -405,7 +385,7 @@ fn begin(key: usize, source: *const std::ffi::c_char, stmt: *const pg_sys::Plann
     Running {
         key,
         // SAFETY: a clock read.
-        started_at: unsafe { pg_sys::GetCurrentTimestamp() },
+        started_at: unsafe { raw::GetCurrentTimestamp() },
         tenant: copy_name(named_setting(0)),
         app_user: copy_name(named_setting(1)),
         source,
@@ -432,14 +412,29 @@ fn status_of(code: Option<i32>) -> (u8, [u8; 5]) {
     (status, out)
 }
 
-/// Writes an entry when the statement ran at least the threshold.
+/// Stops the clock; records the statement when it ran at least the threshold.
 fn finish(run: &Running, rows: u64, status: u8, sqlstate: [u8; 5]) {
     // SAFETY: a clock read.
-    let duration_us = unsafe { pg_sys::GetCurrentTimestamp() } - run.started_at;
+    let duration_us = unsafe { raw::GetCurrentTimestamp() } - run.started_at;
     let threshold = gucs::slow_query_ms();
     if threshold < 0 || duration_us < threshold as i64 * 1000 || !preloaded() {
         return;
     }
+    // SAFETY: `run` outlives the call.
+    unsafe { record(run, duration_us, rows, status, &sqlstate) };
+}
+
+/// Writes a ring entry for a statement that ran `duration_us`.
+#[pg_guard]
+unsafe extern "C-unwind" fn record(
+    run: *const Running,
+    duration_us: i64,
+    rows: u64,
+    status: u8,
+    sqlstate: *const [u8; 5],
+) {
+    let run = &*run;
+    let sqlstate = *sqlstate;
     let mut text: &[u8] = b"";
     if !run.source.is_null() {
         // SAFETY: the statement's source text, NUL-terminated; it outlives the statement.
@@ -482,23 +477,35 @@ fn finish(run: &Running, rows: u64, status: u8, sqlstate: [u8; 5]) {
 
 fn take_running(key: usize) -> Option<Running> {
     RUNNING.with(|r| {
-        let mut r = r.borrow_mut();
+        let mut r = r.try_borrow_mut().ok()?;
         let i = r.iter().rposition(|x| x.key == key)?;
         Some(r.remove(i))
     })
 }
 
-/// Statements from index `from` on failed: record them (with the SQLSTATE of the error that was
-/// reported, if any) and forget them.
-fn fail_from(from: usize) {
-    let failed: Vec<Running> = RUNNING.with(|r| {
-        let mut r = r.borrow_mut();
-        let from = from.min(r.len());
-        r.drain(from..).collect()
+fn push_running(run: Running) {
+    RUNNING.with(|r| {
+        if let Ok(mut r) = r.try_borrow_mut() {
+            r.push(run);
+        }
     });
+}
+
+/// Statements from index `from` on failed: record them, innermost first (with the SQLSTATE of
+/// the error that was reported, if any), and forget them.
+fn fail_from(from: usize) {
     let (status, sqlstate) = status_of(LAST_ERROR.with(|e| e.take()));
-    for run in failed.iter().rev() {
-        finish(run, 0, status, sqlstate);
+    loop {
+        let run = RUNNING.with(|r| {
+            let mut r = r.try_borrow_mut().ok()?;
+            if r.len() > from {
+                r.pop()
+            } else {
+                None
+            }
+        });
+        let Some(run) = run else { break };
+        finish(&run, 0, status, sqlstate);
     }
 }
 
@@ -516,7 +523,7 @@ unsafe extern "C-unwind" fn emit_log(edata: *mut pg_sys::ErrorData) {
     }
 }
 
-#[pg_guard]
+/// Runs at every transaction end, so outside the error boundary like the hooks.
 unsafe extern "C-unwind" fn xact_event(
     event: pg_sys::XactEvent::Type,
     _arg: *mut std::ffi::c_void,
@@ -525,45 +532,60 @@ unsafe extern "C-unwind" fn xact_event(
         pg_sys::XactEvent::XACT_EVENT_ABORT | pg_sys::XactEvent::XACT_EVENT_PARALLEL_ABORT => {
             // A ROLLBACK inside a procedure (CALL, DO) aborts the transaction with no error and
             // the procedure goes on running: leave its statements be.
-            let in_procedure = RUNNING.with(|r| r.borrow().first().is_some_and(|x| x.procedure));
+            let in_procedure = RUNNING.with(|r| {
+                r.try_borrow()
+                    .is_ok_and(|r| r.first().is_some_and(|x| x.procedure))
+            });
             if in_procedure && LAST_ERROR.with(|e| e.get()).is_none() {
-                SUBXACTS.with(|s| s.borrow_mut().clear());
+                clear_subxacts();
                 return;
             }
             fail_from(0);
             NESTING.with(|n| n.set(0));
-            SUBXACTS.with(|s| s.borrow_mut().clear());
+            clear_subxacts();
         }
         pg_sys::XactEvent::XACT_EVENT_COMMIT
         | pg_sys::XactEvent::XACT_EVENT_PARALLEL_COMMIT
         | pg_sys::XactEvent::XACT_EVENT_PREPARE => {
-            SUBXACTS.with(|s| s.borrow_mut().clear());
+            clear_subxacts();
             LAST_ERROR.with(|e| e.set(None));
         }
         _ => {}
     }
 }
 
-#[pg_guard]
+fn clear_subxacts() {
+    SUBXACTS.with(|s| {
+        if let Ok(mut s) = s.try_borrow_mut() {
+            s.clear();
+        }
+    });
+}
+
 unsafe extern "C-unwind" fn subxact_event(
     event: pg_sys::SubXactEvent::Type,
     _my: pg_sys::SubTransactionId,
     _parent: pg_sys::SubTransactionId,
     _arg: *mut std::ffi::c_void,
 ) {
+    let popped = || SUBXACTS.with(|s| s.try_borrow_mut().ok().and_then(|mut s| s.pop()));
     match event {
         pg_sys::SubXactEvent::SUBXACT_EVENT_START_SUB => {
             let state = (
                 NESTING.with(|n| n.get()),
-                RUNNING.with(|r| r.borrow().len()),
+                RUNNING.with(|r| r.try_borrow().map_or(0, |r| r.len())),
             );
-            SUBXACTS.with(|s| s.borrow_mut().push(state));
+            SUBXACTS.with(|s| {
+                if let Ok(mut s) = s.try_borrow_mut() {
+                    s.push(state);
+                }
+            });
         }
         pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB => {
-            SUBXACTS.with(|s| s.borrow_mut().pop());
+            popped();
         }
         pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB => {
-            if let Some((nesting, running)) = SUBXACTS.with(|s| s.borrow_mut().pop()) {
+            if let Some((nesting, running)) = popped() {
                 fail_from(running);
                 NESTING.with(|n| n.set(nesting));
             }
@@ -572,26 +594,29 @@ unsafe extern "C-unwind" fn subxact_event(
     }
 }
 
-/// ExecutorStart, tenantguard's part: decide whether to time the statement, and start the clock.
+/// from_tenantguard_function behind the error boundary: it may run SPI.
 #[pg_guard]
-unsafe extern "C-unwind" fn start_statement(query_desc: *mut pg_sys::QueryDesc, eflags: i32) {
+unsafe extern "C-unwind" fn nested_from_tenantguard(source: *const std::ffi::c_char) -> bool {
+    from_tenantguard_function(source)
+}
+
+/// ExecutorStart, tenantguard's part: decide whether to time the statement, and start the clock.
+unsafe fn start_statement(query_desc: *mut pg_sys::QueryDesc, eflags: i32) {
     let level = NESTING.with(|n| n.get());
     if tracked(level)
         && eflags & pg_sys::EXEC_FLAG_EXPLAIN_ONLY as i32 == 0
-        && (level == 0 || !from_tenantguard_function((*query_desc).sourceText))
+        && (level == 0 || !nested_from_tenantguard((*query_desc).sourceText))
     {
-        let run = begin(
+        push_running(begin(
             query_desc as usize,
             (*query_desc).sourceText,
             (*query_desc).plannedstmt,
-        );
-        RUNNING.with(|r| r.borrow_mut().push(run));
+        ));
     }
 }
 
 /// ExecutorEnd, tenantguard's part: stop the clock and record a slow statement.
-#[pg_guard]
-unsafe extern "C-unwind" fn end_statement(query_desc: *mut pg_sys::QueryDesc) {
+unsafe fn end_statement(query_desc: *mut pg_sys::QueryDesc) {
     if let Some(run) = take_running(query_desc as usize) {
         let rows = if (*query_desc).estate.is_null() {
             0
@@ -601,9 +626,6 @@ unsafe extern "C-unwind" fn end_statement(query_desc: *mut pg_sys::QueryDesc) {
         finish(&run, rows, STATUS_OK, [0; 5]);
     }
 }
-
-// The hooks themselves are not #[pg_guard]: they hold nothing that needs dropping while the next
-// hook runs, so an ERROR's longjmp passes through them unchanged.
 
 unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, eflags: i32) {
     start_statement(query_desc, eflags);
@@ -647,18 +669,14 @@ unsafe extern "C-unwind" fn executor_end(query_desc: *mut pg_sys::QueryDesc) {
 /// ProcessUtility, tenantguard's part before the statement: time it unless it is transaction
 /// control (COMMIT, ROLLBACK, SAVEPOINT ... end or unwind the (sub)transactions the abort
 /// callbacks watch).
-#[pg_guard]
-unsafe extern "C-unwind" fn start_utility(
-    pstmt: *mut pg_sys::PlannedStmt,
-    query_string: *const std::ffi::c_char,
-) {
+unsafe fn start_utility(pstmt: *mut pg_sys::PlannedStmt, query_string: *const std::ffi::c_char) {
     let level = NESTING.with(|n| n.get());
     let utility = (*pstmt).utilityStmt;
     let transaction_control =
         !utility.is_null() && (*utility).type_ == pg_sys::NodeTag::T_TransactionStmt;
     if !transaction_control
         && tracked(level)
-        && (level == 0 || !from_tenantguard_function(query_string))
+        && (level == 0 || !nested_from_tenantguard(query_string))
     {
         let mut run = begin(pstmt as usize, query_string, pstmt);
         run.procedure = !utility.is_null()
@@ -666,15 +684,11 @@ unsafe extern "C-unwind" fn start_utility(
                 (*utility).type_,
                 pg_sys::NodeTag::T_CallStmt | pg_sys::NodeTag::T_DoStmt
             );
-        RUNNING.with(|r| r.borrow_mut().push(run));
+        push_running(run);
     }
 }
 
-#[pg_guard]
-unsafe extern "C-unwind" fn end_utility(
-    pstmt: *mut pg_sys::PlannedStmt,
-    qc: *mut pg_sys::QueryCompletion,
-) {
+unsafe fn end_utility(pstmt: *mut pg_sys::PlannedStmt, qc: *mut pg_sys::QueryCompletion) {
     if let Some(run) = take_running(pstmt as usize) {
         let rows = if qc.is_null() { 0 } else { (*qc).nprocessed };
         finish(&run, rows, STATUS_OK, [0; 5]);
@@ -763,7 +777,7 @@ type SlowRow = (
     Option<TimestampWithTimeZone>,
     f64,
     i64,
-    i64,
+    Option<i64>,
     String,
     Option<String>,
     Option<String>,
@@ -789,7 +803,8 @@ fn to_row(e: &Entry) -> SlowRow {
         TimestampWithTimeZone::try_from(e.started_at).ok(),
         e.duration_us as f64 / 1000.0,
         e.rows as i64,
-        e.queryid,
+        // 0: the server computed no query id (compute_query_id off, or auto with nothing asking).
+        (e.queryid != 0).then_some(e.queryid),
         text_of(&e.query, e.query_len),
         database,
         user,
@@ -831,7 +846,7 @@ fn slow_queries() -> TableIterator<
         name!(started_at, Option<TimestampWithTimeZone>),
         name!(duration_ms, f64),
         name!(rows, i64),
-        name!(queryid, i64),
+        name!(queryid, Option<i64>),
         name!(query, String),
         name!(database, Option<String>),
         name!(db_user, Option<String>),

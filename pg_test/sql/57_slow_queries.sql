@@ -9,6 +9,7 @@ GRANT SELECT ON one_row TO PUBLIC;
 CREATE FUNCTION slow_inner() RETURNS int LANGUAGE plpgsql AS $$
 BEGIN PERFORM pg_sleep(0.2); RETURN 1; END $$;
 ALTER ROLE tg_app SET tenantguard.slow_query_ms = 150;
+ALTER ROLE tg_app SET compute_query_id = on;
 ALTER ROLE tg_other SET tenantguard.slow_query_ms = 150;
 SELECT tenantguard.reset_slow_queries() >= 0 AS reset;
 -- Only superusers and tenantguard_admin may reset; only superusers may change the threshold.
@@ -37,7 +38,7 @@ SET app.current_tenant_id = 'acme';
 -- Nested statements: top (the default) records only the outer call.
 SELECT slow_inner() AS nested_top;
 SELECT query, status, sqlstate, tenant_id, app_user, db_user, database, rows,
-       duration_ms >= 150 AS slow_enough, queryid <> 0 AS has_queryid
+       duration_ms >= 150 AS slow_enough, queryid IS NOT NULL AS has_queryid
   FROM tenantguard.slow_queries ORDER BY started_at;
 -- A procedure that rolls back inside is one slow statement that succeeded; an error a PL/pgSQL
 -- EXCEPTION block catches does not end the statement around it.
@@ -111,6 +112,18 @@ SET tenantguard.slow_query_ms = -1;
 RESET tenantguard.slow_query_text_limit;
 SELECT query, octet_length(query) FROM tenantguard.slow_queries WHERE query LIKE 'SELECT ''é%';
 RESET tenantguard.slow_query_ms;
+-- The query id is the server's: recorded when it computes one (compute_query_id = on, or auto with
+-- pg_stat_statements loaded), NULL otherwise; tenantguard does not turn it on by itself.
+SET tenantguard.slow_query_ms = 0;
+SET compute_query_id = on;
+SELECT 'with an id' AS queryid_on;
+SET compute_query_id = auto;
+SELECT 'without one' AS queryid_auto;
+SET tenantguard.slow_query_ms = -1;
+SELECT query, queryid IS NOT NULL AS has_queryid FROM tenantguard.slow_queries
+ WHERE query LIKE '%AS queryid_%' ORDER BY started_at;
+RESET compute_query_id;
+RESET tenantguard.slow_query_ms;
 -- Flush: each entry of this database lands in slow_query_log once, however often it runs.
 \c - postgres
 SELECT tenantguard.reset_slow_queries() >= 0 AS reset;
@@ -150,4 +163,5 @@ SELECT count(*) AS by_worker FROM tenantguard.slow_query_log WHERE query LIKE '%
 ALTER SYSTEM RESET tenantguard.slow_query_flush_ms;
 SELECT pg_reload_conf();
 ALTER ROLE tg_app RESET tenantguard.slow_query_ms;
+ALTER ROLE tg_app RESET compute_query_id;
 ALTER ROLE tg_other RESET tenantguard.slow_query_ms;
