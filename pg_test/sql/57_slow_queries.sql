@@ -123,7 +123,21 @@ SET tenantguard.slow_query_ms = -1;
 SELECT query, queryid IS NOT NULL AS has_queryid FROM tenantguard.slow_queries
  WHERE query LIKE '%AS queryid_%' ORDER BY started_at;
 RESET compute_query_id;
+-- The tenant is read from whichever setting tenantguard.tenant_setting names, also after it
+-- changes, and a setting created after the first statements is found.
+SET tenantguard.slow_query_ms = 0;
+SET tenantguard.tenant_setting = 'app.renamed_tenant';
+SELECT 'not set yet' AS tenant_from_renamed_1;
+SET app.renamed_tenant = 'zeta';
+SELECT 'set' AS tenant_from_renamed_2;
+SET app.current_tenant_id = 'default-again';
+RESET tenantguard.tenant_setting;
+SELECT 'back to the default setting' AS tenant_from_renamed_3;
+SET tenantguard.slow_query_ms = -1;
+SELECT query, tenant_id FROM tenantguard.slow_queries
+ WHERE query LIKE '%AS tenant_from_renamed_%' ORDER BY started_at;
 RESET tenantguard.slow_query_ms;
+RESET app.current_tenant_id;
 -- Flush: each entry of this database lands in slow_query_log once, however often it runs.
 \c - postgres
 SELECT tenantguard.reset_slow_queries() >= 0 AS reset;
