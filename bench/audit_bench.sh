@@ -14,10 +14,14 @@
 # triggers differ. Targets: tenantguard's audit overhead <= 1/4 of the seed trigger's; its
 # updated_at overhead <= moddatetime's.
 #
+# The same comparison counted in instructions, free of this machine's timing noise:
+# bench/audit_instructions.sh.
+#
 # usage: bash bench/audit_bench.sh [rows (200000)] [rounds (3)]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
+. bench/audit_common.sh
 rows=${1:-200000}
 rounds=${2:-3}
 dir=/tmp/tenantguard-audit-bench
@@ -27,81 +31,7 @@ bench_setup tenantguard-audit-bench "$dir" "$port" "autovacuum = off" "max_wal_s
   "checkpoint_timeout = 30min"
 psql_su() { as_pg psql -X -q -v ON_ERROR_STOP=1 -h "$dir" -p "$port" -U postgres -d postgres "$@"; }
 
-psql_su <<'SQL'
-SET client_min_messages = warning;
-CREATE EXTENSION tenantguard;
-CREATE EXTENSION moddatetime;
-ALTER DATABASE postgres SET tenantguard.auto_protect = off;
-
--- The seed's audit table and trigger (shared/seeds), indexed like tenantguard.audit_log.
-CREATE TABLE audit_logs (
-  id bigserial PRIMARY KEY, table_name text, operation text, tenant_id uuid, record_id bigint,
-  old_values json, new_values json, user_id text, created_at timestamptz);
-CREATE INDEX ON audit_logs (table_name, record_id);
-CREATE INDEX ON audit_logs (tenant_id, created_at);
-CREATE FUNCTION seed_audit() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-  IF TG_OP = 'INSERT' THEN
-    INSERT INTO audit_logs (table_name, operation, tenant_id, record_id, new_values, user_id, created_at)
-    VALUES (TG_TABLE_NAME, 'INSERT', NEW.tenant_id, NEW.id, row_to_json(NEW), current_setting('app.user_id', true), now());
-    RETURN NEW;
-  ELSIF TG_OP = 'UPDATE' THEN
-    INSERT INTO audit_logs (table_name, operation, tenant_id, record_id, old_values, new_values, user_id, created_at)
-    VALUES (TG_TABLE_NAME, 'UPDATE', NEW.tenant_id, NEW.id, row_to_json(OLD), row_to_json(NEW), current_setting('app.user_id', true), now());
-    RETURN NEW;
-  ELSIF TG_OP = 'DELETE' THEN
-    INSERT INTO audit_logs (table_name, operation, tenant_id, record_id, old_values, user_id, created_at)
-    VALUES (TG_TABLE_NAME, 'DELETE', OLD.tenant_id, OLD.id, row_to_json(OLD), current_setting('app.user_id', true), now());
-    RETURN OLD;
-  END IF;
-  RETURN NULL;
-END $$;
-
--- The common jsonb audit-trigger pattern: to_jsonb rows, changed columns, skip no-op updates.
-CREATE TABLE audit_jsonb (
-  id bigserial PRIMARY KEY, occurred_at timestamptz, table_oid oid, op text, tenant_id text,
-  record_key jsonb, old_values jsonb, new_values jsonb, changed_columns text[], db_user name,
-  app_user text);
-CREATE INDEX ON audit_jsonb (table_oid, record_key);
-CREATE INDEX ON audit_jsonb (tenant_id, occurred_at);
-CREATE FUNCTION jsonb_audit() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE o jsonb; n jsonb; changed text[];
-BEGIN
-  IF TG_OP = 'UPDATE' THEN
-    o := to_jsonb(OLD); n := to_jsonb(NEW);
-    SELECT array_agg(e.key) INTO changed FROM jsonb_each(n) e WHERE e.value IS DISTINCT FROM o -> e.key;
-    IF changed IS NULL THEN RETURN NULL; END IF;
-  ELSIF TG_OP = 'INSERT' THEN n := to_jsonb(NEW);
-  ELSE o := to_jsonb(OLD);
-  END IF;
-  INSERT INTO audit_jsonb (occurred_at, table_oid, op, tenant_id, record_key, old_values, new_values,
-                           changed_columns, db_user, app_user)
-  VALUES (clock_timestamp(), TG_RELID, TG_OP, COALESCE(n, o) ->> 'tenant_id',
-          jsonb_build_object('id', COALESCE(n, o) -> 'id'), o, n, changed, current_user,
-          current_setting('app.user_id', true));
-  RETURN NULL;
-END $$;
-
-CREATE FUNCTION plpgsql_updated_at() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN NEW.updated_at := now(); RETURN NEW; END $$;
-SQL
-
-# make_table VARIANT: a fresh table "t_VARIANT" with the variant's trigger.
-make_table() {
-  local v=$1 t="t_$1"
-  psql_su -c "SET client_min_messages = warning; DROP TABLE IF EXISTS $t;
-    CREATE TABLE $t (id bigint PRIMARY KEY, tenant_id uuid NOT NULL, name text, price numeric,
-                     qty int, updated_at timestamptz NOT NULL DEFAULT now())"
-  case $v in
-    a_none | u_none) ;;
-    a_tg) psql_su -c "SELECT tenantguard.protect('$t', updated_at => false)" >/dev/null ;;
-    a_seed) psql_su -c "CREATE TRIGGER audit AFTER INSERT OR UPDATE OR DELETE ON $t FOR EACH ROW EXECUTE FUNCTION seed_audit()" ;;
-    a_jsonb) psql_su -c "CREATE TRIGGER audit AFTER INSERT OR UPDATE OR DELETE ON $t FOR EACH ROW EXECUTE FUNCTION jsonb_audit()" ;;
-    u_tg) psql_su -c "SELECT tenantguard.protect('$t', audit => false, updated_at => true)" >/dev/null ;;
-    u_moddatetime) psql_su -c "CREATE TRIGGER upd BEFORE UPDATE ON $t FOR EACH ROW EXECUTE FUNCTION moddatetime(updated_at)" ;;
-    u_plpgsql) psql_su -c "CREATE TRIGGER upd BEFORE UPDATE ON $t FOR EACH ROW EXECUTE FUNCTION plpgsql_updated_at()" ;;
-  esac
-}
+psql_su -f bench/audit_setup.sql
 
 # timed SQL -> milliseconds (the server's statement time, as psql's \timing reports it)
 timed() {
