@@ -182,3 +182,45 @@ pub(crate) fn named_setting(which: usize) -> *const c_char {
         })
     }
 }
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+    use std::ffi::CStr;
+
+    fn tenant() -> Option<String> {
+        let value = super::named_setting(0);
+        // SAFETY: NULL or the setting's current string.
+        (!value.is_null()).then(|| {
+            unsafe { CStr::from_ptr(value) }
+                .to_string_lossy()
+                .into_owned()
+        })
+    }
+
+    /// The remembered slot agrees with the server's own lookup as settings appear around it and
+    /// the name changes (case-insensitively, as PostgreSQL compares setting names).
+    #[pg_test]
+    fn named_setting_follows_the_server() {
+        Spi::run("SET tenantguard.tenant_setting = 'zz.tenant_probe'").unwrap();
+        assert_eq!(tenant(), None);
+        Spi::run("SET zz.tenant_probe = 'a'").unwrap();
+        assert_eq!(tenant(), Some("a".into()));
+        // Settings inserted before and just after it move it in the array.
+        Spi::run("SET aa.before_probe = 'x'").unwrap();
+        Spi::run("SET zz.tenant_probf = 'y'").unwrap();
+        assert_eq!(tenant(), Some("a".into()));
+        Spi::run("SET zz.tenant_probe = 'b'").unwrap();
+        assert_eq!(tenant(), Some("b".into()));
+        Spi::run("SET tenantguard.tenant_setting = 'ZZ.Tenant_Probe'").unwrap();
+        assert_eq!(tenant(), Some("b".into()));
+        // Absent, then created between two neighbours the slot remembered.
+        Spi::run("SET tenantguard.tenant_setting = 'zz.tenant_probd'").unwrap();
+        assert_eq!(tenant(), None);
+        Spi::run("SET zz.tenant_probd = 'c'").unwrap();
+        assert_eq!(tenant(), Some("c".into()));
+        Spi::run("RESET zz.tenant_probd").unwrap();
+        assert_eq!(tenant().unwrap_or_default(), "");
+    }
+}
