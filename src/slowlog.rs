@@ -1,8 +1,9 @@
 //! Slow-query capture: executor and utility hooks time every statement; those at or over
 //! `tenantguard.slow_query_ms` go into a fixed-size ring in shared memory, with the tenant and
 //! application user as they were when the statement started. Errors and cancellations
-//! (statement_timeout) are recorded too: they are caught around ExecutorRun/ExecutorFinish and
-//! ProcessUtility, recorded, and re-thrown. Nothing is inserted from inside a hook;
+//! (statement_timeout) are recorded too: the statements still running when a transaction or
+//! subtransaction aborts are the failed ones (the hooks catch nothing; the abort callbacks record
+//! them, with the SQLSTATE emit_log_hook saw). Nothing is inserted from inside a hook;
 //! `flush_slow_queries()` (or the background worker) copies the ring into
 //! `tenantguard.slow_query_log`.
 //!
