@@ -181,7 +181,7 @@ pub fn init() {
         // No EnableQueryId(): like auto_explain, tenantguard records the query id when the server
         // computes one (compute_query_id = on, or auto with pg_stat_statements loaded) and does not
         // turn it on by itself. Computing it costs about 2,800 instructions for a `pgbench -S`
-        // statement, three times what the hooks cost (bench/slowlog_bench.sh).
+        // statement, three times what the hooks cost (bench/slowlog_instructions.sh).
         PREV_SHMEM_REQUEST = pg_sys::shmem_request_hook;
         pg_sys::shmem_request_hook = Some(shmem_request);
         PREV_SHMEM_STARTUP = pg_sys::shmem_startup_hook;
