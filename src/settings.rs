@@ -2,8 +2,9 @@
 //! audited row) without a lookup by name each time.
 //!
 //! `GetConfigOption` binary-searches the server's sorted array of settings, comparing names
-//! case-insensitively: about 600 instructions per call through pgrx's error boundary, measured
-//! with callgrind, which was a quarter of what slow-query capture cost a `pgbench -S` statement.
+//! case-insensitively: about 600 instructions per call through pgrx's error boundary (callgrind);
+//! the two calls per statement were a quarter of what slow-query capture cost a `pgbench -S`
+//! statement.
 //! Here each of the two settings remembers where it sits in that array and checks, in a few
 //! instructions, that it still does before reading its value directly.
 
