@@ -147,10 +147,16 @@ SELECT pg_sleep(0.2) AS to_flush;
 SELECT tenantguard.flush_slow_queries();
 \echo sqlstate :LAST_ERROR_SQLSTATE
 \c - postgres
-SELECT tenantguard.flush_slow_queries() >= 1 AS flushed;
+-- (compute_query_id is auto here: this entry has no query id.)
+SET tenantguard.slow_query_ms = 150;
+SELECT pg_sleep(0.2) AS to_flush_without_queryid;
+RESET tenantguard.slow_query_ms;
+SELECT tenantguard.flush_slow_queries() >= 2 AS flushed;
 SELECT tenantguard.flush_slow_queries() AS flushed_again;
 SELECT count(*) = count(DISTINCT (epoch, seq)) AS each_once,
-       count(*) FILTER (WHERE query = 'SELECT pg_sleep(0.2) AS to_flush') AS to_flush_rows
+       count(*) FILTER (WHERE query = 'SELECT pg_sleep(0.2) AS to_flush') AS to_flush_rows,
+       count(*) FILTER (WHERE query = 'SELECT pg_sleep(0.2) AS to_flush_without_queryid'
+                          AND queryid IS NULL) AS null_queryid_rows
   FROM tenantguard.slow_query_log;
 -- The table is tenant-isolated like the ring.
 \c - tg_app
