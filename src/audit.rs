@@ -8,7 +8,7 @@
 
 use crate::catalog::{kept_select, OID};
 use crate::errors::raise;
-use crate::settings::raw;
+use crate::raw;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::spi::OwnedPreparedStatement;

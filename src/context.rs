@@ -5,6 +5,7 @@
 
 use crate::catalog::{kept_first, TEXT};
 use crate::gucs;
+use crate::raw;
 use pgrx::prelude::*;
 use pgrx::spi::OwnedPreparedStatement;
 use pgrx::{PgBuiltInOids, PgOid};
@@ -60,32 +61,9 @@ enum Parsed {
     Text,
 }
 
-// The server functions the policy functions call, by their C symbols. pg_sys's wrappers turn a
-// server error into a Rust panic and back, which adds a Rust backtrace to the error's DETAIL when
-// RUST_BACKTRACE is set; these functions hold nothing that needs dropping when an error (a bad
-// tenant value, a setting the role may not read) passes through them, so they let it pass as it is,
-// like a cast in SQL would.
-mod raw {
-    use pgrx::pg_sys::{Datum, FunctionCallInfo, Oid, PGFunction};
-    use std::ffi::c_char;
-    extern "C-unwind" {
-        pub fn uuid_in(fcinfo: FunctionCallInfo) -> Datum;
-        pub fn int8in(fcinfo: FunctionCallInfo) -> Datum;
-        pub fn int4in(fcinfo: FunctionCallInfo) -> Datum;
-        pub fn int2in(fcinfo: FunctionCallInfo) -> Datum;
-        pub fn DirectFunctionCall1Coll(func: PGFunction, collation: Oid, arg1: Datum) -> Datum;
-        pub fn GetConfigOption(
-            name: *const c_char,
-            missing_ok: bool,
-            restrict: bool,
-        ) -> *const c_char;
-        pub fn pg_detoast_datum_packed(
-            datum: *mut pgrx::pg_sys::varlena,
-        ) -> *mut pgrx::pg_sys::varlena;
-        pub fn palloc(size: usize) -> *mut std::ffi::c_void;
-        pub fn cstring_to_text_with_len(s: *const c_char, len: i32) -> *mut pgrx::pg_sys::varlena;
-    }
-}
+// The policy functions call the server through crate::raw: an error (a bad tenant value, a
+// setting the role may not read) passes through them as it is, like a cast in SQL would, without
+// the Rust backtrace pgrx's boundary adds to the DETAIL when RUST_BACKTRACE is set.
 
 /// One setting read as one type: its name, and the last text seen with the value it parsed to.
 struct ParseCache {

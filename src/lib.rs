@@ -26,6 +26,7 @@ mod errors;
 mod guard;
 mod gucs;
 mod protect;
+mod raw;
 mod settings;
 mod slowlog;
 mod sqlcheck;

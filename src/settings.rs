@@ -9,32 +9,11 @@
 //! instructions, that it still does before reading its value directly.
 
 use crate::gucs;
+use crate::raw;
 use pgrx::pg_sys;
 use std::cell::RefCell;
 use std::ffi::{c_char, CStr, CString};
 use std::ptr;
-
-/// Server functions that cannot raise an ERROR, declared without pgrx's per-call error boundary
-/// (a `sigsetjmp` each): they are called for every statement or row.
-pub(crate) mod raw {
-    use pgrx::pg_sys::{config_generic, Oid, TimestampTz};
-    use std::ffi::{c_char, c_int};
-    extern "C-unwind" {
-        pub fn GetCurrentTimestamp() -> TimestampTz;
-        pub fn GetCurrentStatementStartTimestamp() -> TimestampTz;
-        pub fn GetUserId() -> Oid;
-        pub fn GetSessionUserId() -> Oid;
-        pub fn get_guc_variables() -> *mut *mut config_generic;
-        pub fn GetNumConfigOptions() -> c_int;
-        pub fn pg_mbcliplen(mbstr: *const c_char, len: c_int, limit: c_int) -> c_int;
-        /// Cannot fail with missing_ok = true and restrict_privileged = false.
-        pub fn GetConfigOption(
-            name: *const c_char,
-            missing_ok: bool,
-            restrict_privileged: bool,
-        ) -> *const c_char;
-    }
-}
 
 /// Where one named setting was last found in the server's array of settings, which PostgreSQL
 /// keeps sorted by name (case-insensitively) and changes only by inserting a setting, removing a

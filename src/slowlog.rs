@@ -13,7 +13,8 @@
 use crate::catalog::kept_first;
 use crate::errors::{raise, spi};
 use crate::gucs;
-use crate::settings::{named_setting, raw};
+use crate::raw;
+use crate::settings::named_setting;
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
 use pgrx::prelude::*;
 use pgrx::spi::OwnedPreparedStatement;
