@@ -20,7 +20,6 @@ port=55442
 variants="a_none a_tg a_seed a_jsonb u_none u_tg u_moddatetime u_plpgsql"
 
 bash scripts/setup.sh
-command -v valgrind >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q valgrind; }
 echo "== release build" >&2
 install_extension --release >"$base-install.log" 2>&1 || { cat "$base-install.log"; exit 1; }
 cluster_start "$base" "$port" "autovacuum = off"
@@ -28,7 +27,6 @@ psql_su() { as_pg psql -X -q -v ON_ERROR_STOP=1 -h "$base" -p "$port" -U postgre
 psql_su -f bench/audit_setup.sql
 for v in $variants; do make_table "$v"; done
 cluster_stop "$base"
-trap 'rm -rf "$base/work"' EXIT
 
 for v in $variants; do
   for count in "$n" $((2 * n)); do
@@ -48,12 +46,7 @@ for v in $variants; do
   for f in insert both; do
     for count in "$n" $((2 * n)); do
       echo "== $v $f $count" >&2
-      rm -rf "$base/work"
-      cp -a "$base/data" "$base/work"
-      as_pg valgrind --tool=callgrind --callgrind-out-file=/dev/null \
-        "$PGBIN/postgres" --single -D "$base/work" postgres \
-        <"$base/$v-$f-$count.sql" >"$base/$v-$f-$count.log" 2>&1
-      ir=$(grep -o 'Collected : [0-9]*' "$base/$v-$f-$count.log" | awk '{print $3}')
+      ir=$(callgrind_count "$base/data" "$base/$v-$f-$count.sql" "$base/$v-$f-$count.log")
       printf '%s\t%s\t%s\t%s\n' "$v" "$f" "$count" "$ir" >>"$results"
     done
   done

@@ -25,14 +25,12 @@ base=/tmp/tenantguard-slowlog-instr
 port=55441
 
 bash scripts/setup.sh
-command -v valgrind >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q valgrind; }
 echo "== release build" >&2
 install_extension --release >"$base-install.log" 2>&1 || { cat "$base-install.log"; exit 1; }
 cluster_start "$base" "$port" "shared_buffers = '256MB'" "autovacuum = off"
 as_pg "$PGBIN/pgbench" -h "$base" -p "$port" -U postgres -i -s 10 -q postgres >/dev/null 2>&1
 as_pg psql -X -q -h "$base" -p "$port" -U postgres -d postgres -c "VACUUM (FREEZE, ANALYZE)"
 cluster_stop "$base"
-trap 'rm -rf "$base/work"' EXIT
 
 # The statements pgbench would send, with its random choices made once (fixed seed).
 python3 - "$base" "$n" <<'PY'
@@ -70,13 +68,8 @@ for w in select tpcb; do
   for s in none tg tg+qid pgss; do
     for count in "$n" $((2 * n)); do
       echo "== $w $s $count" >&2
-      rm -rf "$base/work"
-      cp -a "$base/data" "$base/work"
       # shellcheck disable=SC2086  # opts are several words
-      as_pg valgrind --tool=callgrind --callgrind-out-file=/dev/null \
-        "$PGBIN/postgres" --single -D "$base/work" ${opts[$s]} postgres \
-        <"$base/$w-$count.sql" >"$base/$w-$s-$count.log" 2>&1
-      ir=$(grep -o 'Collected : [0-9]*' "$base/$w-$s-$count.log" | awk '{print $3}')
+      ir=$(callgrind_count "$base/data" "$base/$w-$count.sql" "$base/$w-$s-$count.log" ${opts[$s]})
       printf '%s\t%s\t%s\t%s\n' "$w" "$s" "$count" "$ir" >>"$results"
     done
   done

@@ -46,3 +46,20 @@ bench_setup() {
   # shellcheck disable=SC2064  # expand $dir now
   trap "cluster_stop '$dir'" EXIT
 }
+
+# callgrind_count DATA SQL LOG [postgres options...]: runs the statements in SQL (one per line) in
+# a single-user backend on a fresh copy of the data directory DATA, under valgrind's callgrind, and
+# prints the number of instructions it executed (the same for the same binary and input, however
+# loaded the machine is). The backend's output goes to LOG.
+callgrind_count() {
+  local data=$1 sql=$2 log=$3 work=$1.work
+  shift 3
+  command -v valgrind >/dev/null ||
+    { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q valgrind; } >&2
+  rm -rf "$work"
+  cp -a "$data" "$work"
+  as_pg valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+    "$PGBIN/postgres" --single -D "$work" "$@" postgres <"$sql" >"$log" 2>&1
+  rm -rf "$work"
+  grep -o 'Collected : [0-9]*' "$log" | awk '{print $3}'
+}
