@@ -70,6 +70,9 @@ enum Encoding {
     Jsonb,
     /// date, timestamp, timestamptz: ISO 8601, as to_jsonb() writes them.
     DateTime(pg_sys::Oid),
+    /// uuid: its text form, written here rather than through uuid_out (a tenant column is
+    /// usually a uuid, so most audited rows have one or two).
+    Uuid,
     /// A built-in type to_jsonb() writes as its text output: the output function, cached.
     Output(*mut pg_sys::FmgrInfo),
     /// Everything else (arrays, composites, floats, json, user-defined types): to_jsonb() itself.
@@ -131,6 +134,7 @@ struct AuditMeta {
 
 enum TenantText {
     AsIs,
+    Uuid,
     Output(*mut pg_sys::FmgrInfo),
 }
 
@@ -194,7 +198,7 @@ thread_local! {
     static TARGET: RefCell<Option<Rc<AuditTarget>>> = const { RefCell::new(None) };
     static CALLBACK_REGISTERED: Cell<bool> = const { Cell::new(false) };
     static OPEN: RefCell<Option<OpenAudit>> = const { RefCell::new(None) };
-    static NAMES: RefCell<OidMap<(u8, pg_sys::Oid), CString>> = RefCell::new(OidMap::default());
+    static NAMES: RefCell<OidMap<(u8, pg_sys::Oid), Rc<pg_sys::NameData>>> = RefCell::new(OidMap::default());
     /// 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE' as text datums, made once in TopMemoryContext.
     static OP_TEXTS: OnceCell<[pg_sys::Datum; 4]> = const { OnceCell::new() };
 }
@@ -356,32 +360,32 @@ fn with_open_audit<R>(oid: pg_sys::Oid, f: impl FnOnce(&OpenAudit) -> R) -> R {
     OPEN.with(|o| f(o.borrow().as_ref().expect("just stored")))
 }
 
-/// A role's or schema's name as a `name` datum, cached until the catalogs change.
-fn cached_name(kind: u8, oid: pg_sys::Oid) -> pg_sys::Datum {
-    let known = NAMES.with(|n| n.borrow().get(&(kind, oid)).cloned());
-    let name = match known {
-        Some(n) => n,
-        None => {
-            // SAFETY: syscache lookups; both return palloc'd strings we copy.
-            let raw = unsafe {
-                if kind == b'r' {
-                    pg_sys::GetUserNameFromId(oid, false)
-                } else {
-                    pg_sys::get_namespace_name(oid)
-                }
-            };
-            let n = if raw.is_null() {
-                CString::default()
-            } else {
-                // SAFETY: a valid C string from the server.
-                unsafe { CStr::from_ptr(raw) }.to_owned()
-            };
-            NAMES.with(|m| m.borrow_mut().insert((kind, oid), n.clone()));
-            n
+/// A role's or schema's name as a `name` value, cached until the catalogs change. The caller
+/// keeps the Rc while a datum points into it: an invalidation may empty the cache meanwhile.
+fn cached_name(kind: u8, oid: pg_sys::Oid) -> Rc<pg_sys::NameData> {
+    if let Some(n) = NAMES.with(|n| n.borrow().get(&(kind, oid)).cloned()) {
+        return n;
+    }
+    // SAFETY: syscache lookups; both return palloc'd strings (or NULL) we copy.
+    let name = unsafe {
+        let raw = if kind == b'r' {
+            pg_sys::GetUserNameFromId(oid, false)
+        } else {
+            pg_sys::get_namespace_name(oid)
+        };
+        let mut n: pg_sys::NameData = std::mem::zeroed();
+        if !raw.is_null() {
+            pg_sys::namestrcpy(&mut n, raw);
         }
+        Rc::new(n)
     };
-    // SAFETY: copies the name into a palloc'd NameData.
-    unsafe { name_datum(name.as_ptr()) }
+    NAMES.with(|m| m.borrow_mut().insert((kind, oid), name.clone()));
+    name
+}
+
+/// A datum pointing at a `name` value.
+fn name_ref(n: &pg_sys::NameData) -> pg_sys::Datum {
+    pg_sys::Datum::from(n as *const pg_sys::NameData)
 }
 
 /// The trigger's arguments.
@@ -498,6 +502,7 @@ fn encoding_for(cxt: &OwnedContext, att: &pg_sys::FormData_pg_attribute) -> Enco
         pg_sys::BOOLOID => Encoding::Bool,
         pg_sys::TEXTOID | pg_sys::VARCHAROID => Encoding::Text,
         pg_sys::JSONBOID => Encoding::Jsonb,
+        pg_sys::UUIDOID => Encoding::Uuid,
         pg_sys::DATEOID | pg_sys::TIMESTAMPOID | pg_sys::TIMESTAMPTZOID => Encoding::DateTime(base),
         pg_sys::FLOAT4OID | pg_sys::FLOAT8OID | pg_sys::JSONOID | pg_sys::RECORDOID => {
             Encoding::ToJsonb(to_jsonb_fmgr(cxt, att))
@@ -516,6 +521,29 @@ fn encoding_for(cxt: &OwnedContext, att: &pg_sys::FormData_pg_attribute) -> Enco
                 Encoding::ToJsonb(to_jsonb_fmgr(cxt, att))
             }
         }
+    }
+}
+
+/// Length of a uuid's text form, 8-4-4-4-12 hex digits.
+const UUID_TEXT_LEN: usize = 36;
+
+/// Writes a uuid datum's text form into `out` exactly as uuid_out does: lower-case hex digits
+/// with dashes after the 4th, 6th, 8th and 10th byte.
+///
+/// # Safety
+/// `datum` must be a uuid datum (a pointer to 16 bytes).
+unsafe fn uuid_text(datum: pg_sys::Datum, out: &mut [u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let bytes = std::slice::from_raw_parts(datum.cast_mut_ptr::<u8>() as *const u8, 16);
+    let mut j = 0;
+    for (i, b) in bytes.iter().enumerate() {
+        if matches!(i, 4 | 6 | 8 | 10) {
+            out[j] = b'-';
+            j += 1;
+        }
+        out[j] = HEX[(b >> 4) as usize];
+        out[j + 1] = HEX[(b & 0xf) as usize];
+        j += 2;
     }
 }
 
@@ -583,6 +611,11 @@ unsafe fn encode(encoding: &Encoding, datum: pg_sys::Datum, out: &mut pg_sys::Js
         Encoding::DateTime(typid) => {
             let s = pg_sys::JsonEncodeDateTime(ptr::null_mut(), datum, *typid, ptr::null());
             string_value(out, s, CStr::from_ptr(s).to_bytes().len());
+        }
+        Encoding::Uuid => {
+            let s = pg_sys::palloc(UUID_TEXT_LEN) as *mut u8;
+            uuid_text(datum, std::slice::from_raw_parts_mut(s, UUID_TEXT_LEN));
+            string_value(out, s as *mut std::ffi::c_char, UUID_TEXT_LEN);
         }
         Encoding::Output(finfo) => {
             let s = pg_sys::OutputFunctionCall(*finfo, datum);
@@ -813,6 +846,8 @@ fn build_audit_meta(rel: pg_sys::Relation, args: &[String]) -> AuditMeta {
             let base = unsafe { pg_sys::getBaseType(att.atttypid) };
             let how = if base == pg_sys::TEXTOID || base == pg_sys::VARCHAROID {
                 TenantText::AsIs
+            } else if base == pg_sys::UUIDOID {
+                TenantText::Uuid
             } else {
                 TenantText::Output(output_fmgr(&cxt, att.atttypid))
             };
@@ -1013,7 +1048,10 @@ unsafe fn write_row(rel: pg_sys::Relation, row: AuditRow) {
     datums[2] = Some(pg_sys::Datum::from(
         pg_sys::GetTopFullTransactionId().value as i64,
     ));
-    datums[3] = Some(cached_name(b'n', (*(*rel).rd_rel).relnamespace));
+    let schema = cached_name(b'n', (*(*rel).rd_rel).relnamespace);
+    let db_user = cached_name(b'r', raw::GetUserId());
+    let session_user = cached_name(b'r', raw::GetSessionUserId());
+    datums[3] = Some(name_ref(&schema));
     datums[4] = Some(row.relname);
     datums[5] = Some(pg_sys::Datum::from((*rel).rd_id));
     datums[6] = Some(op_text(row.op));
@@ -1022,8 +1060,8 @@ unsafe fn write_row(rel: pg_sys::Relation, row: AuditRow) {
     datums[9] = row.old_values;
     datums[10] = row.new_values;
     datums[11] = row.changed;
-    datums[12] = Some(cached_name(b'r', raw::GetUserId()));
-    datums[13] = Some(cached_name(b'r', raw::GetSessionUserId()));
+    datums[12] = Some(name_ref(&db_user));
+    datums[13] = Some(name_ref(&session_user));
     let app_user = crate::settings::named_setting(1);
     datums[14] = if app_user.is_null() || *app_user == 0 {
         None
@@ -1104,6 +1142,16 @@ unsafe fn tenant_of(
     }
     Some(match how {
         TenantText::AsIs => values[*i],
+        TenantText::Uuid => {
+            let t = pg_sys::palloc(pg_sys::VARHDRSZ + UUID_TEXT_LEN) as *mut pg_sys::varlena;
+            pgrx::set_varsize_4b(t, (pg_sys::VARHDRSZ + UUID_TEXT_LEN) as i32);
+            let data = (t as *mut u8).add(pg_sys::VARHDRSZ);
+            uuid_text(
+                values[*i],
+                std::slice::from_raw_parts_mut(data, UUID_TEXT_LEN),
+            );
+            pg_sys::Datum::from(t)
+        }
         TenantText::Output(finfo) => {
             let s = pg_sys::OutputFunctionCall(*finfo, values[*i]);
             text_datum(CStr::from_ptr(s).to_bytes())
@@ -1164,7 +1212,7 @@ pub extern "C-unwind" fn tenantguard_audit(fcinfo: pg_sys::FunctionCallInfo) -> 
                 let (v, n) = deform((*td).tg_trigtuple, desc);
                 AuditRow {
                     op: "INSERT",
-                    relname: pg_sys::Datum::from(&*meta.relname as *const pg_sys::NameData),
+                    relname: name_ref(&meta.relname),
                     tenant: tenant_of(&meta, &v, &n),
                     record_key: (!meta.key.is_empty()).then(|| row_object(&meta.key, &v, &n)),
                     old_values: None,
@@ -1176,7 +1224,7 @@ pub extern "C-unwind" fn tenantguard_audit(fcinfo: pg_sys::FunctionCallInfo) -> 
                 let (v, n) = deform((*td).tg_trigtuple, desc);
                 AuditRow {
                     op: "DELETE",
-                    relname: pg_sys::Datum::from(&*meta.relname as *const pg_sys::NameData),
+                    relname: name_ref(&meta.relname),
                     tenant: tenant_of(&meta, &v, &n),
                     record_key: (!meta.key.is_empty()).then(|| row_object(&meta.key, &v, &n)),
                     old_values: Some(row_object(&meta.values, &v, &n)),
@@ -1210,7 +1258,7 @@ pub extern "C-unwind" fn tenantguard_audit(fcinfo: pg_sys::FunctionCallInfo) -> 
                 );
                 AuditRow {
                     op: "UPDATE",
-                    relname: pg_sys::Datum::from(&*meta.relname as *const pg_sys::NameData),
+                    relname: name_ref(&meta.relname),
                     tenant: tenant_of(&meta, &nv, &nn),
                     record_key: (!meta.key.is_empty()).then(|| row_object(&meta.key, &nv, &nn)),
                     old_values: Some(row_object(&meta.values, &ov, &on)),

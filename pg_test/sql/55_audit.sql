@@ -107,19 +107,20 @@ CREATE DOMAIN positive AS integer CHECK (VALUE > 0);
 CREATE TABLE odd (
   tenant_id uuid NOT NULL, line int NOT NULL, tags text[], doc jsonb, js json, amount numeric,
   raw bytea, feeling mood, qty positive, ratio float8, at timestamp, day date, small int2,
-  flag boolean, ch char(3), twice int GENERATED ALWAYS AS (qty * 2) STORED,
+  flag boolean, ch char(3), ref uuid, twice int GENERATED ALWAYS AS (qty * 2) STORED,
   PRIMARY KEY (tenant_id, line));
 CREATE TABLE nokey (tenant_id text, note text);
 SELECT tenantguard.protect('odd');
 SELECT tenantguard.protect('nokey');
 SELECT tenantguard.set_tenant('6f1c2a4e-0000-4000-8000-000000000001', false);
-INSERT INTO odd (tenant_id, line, tags, doc, js, amount, raw, feeling, qty, ratio, at, day, small, flag, ch)
+INSERT INTO odd (tenant_id, line, tags, doc, js, amount, raw, feeling, qty, ratio, at, day, small, flag, ch, ref)
 VALUES ('6f1c2a4e-0000-4000-8000-000000000001', 1, ARRAY['a', NULL, 'c"q'], '{"n": [1, {"x": null}]}',
         '{"j": 1}', 12345678901234567890.123, '\xdeadbeef', 'happy', 7, 0.1, '2024-02-29 23:59:59.5',
-        '2024-03-01', -3, true, 'ab'),
+        '2024-03-01', -3, true, 'ab', 'A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11'),
        ('6f1c2a4e-0000-4000-8000-000000000001', 2, '{}', '"just a string"', 'null', 'NaN', '', NULL,
-        NULL, '-Infinity', 'infinity', '-infinity', NULL, false, NULL);
-SELECT a.record_key, a.new_values = to_jsonb(o) AS same_as_to_jsonb
+        NULL, '-Infinity', 'infinity', '-infinity', NULL, false, NULL, NULL);
+SELECT a.record_key, a.new_values = to_jsonb(o) AS same_as_to_jsonb,
+       a.tenant_id = o.tenant_id::text AS tenant_as_text, a.new_values ->> 'ref' AS ref
   FROM tenantguard.audit_log a JOIN odd o ON a.record_key = jsonb_build_object('line', o.line, 'tenant_id', o.tenant_id)
  WHERE a.table_oid = 'odd'::regclass ORDER BY o.line;
 UPDATE odd SET qty = 8 WHERE line = 1;
