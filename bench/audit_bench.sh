@@ -45,7 +45,10 @@ results=/tmp/tenantguard-audit-bench.tsv
 : >"$results"
 for r in $(seq 1 "$rounds"); do
   echo "== round $r of $rounds" >&2
-  for v in $audit_variants $updated_variants; do
+  variants="$audit_variants $updated_variants"
+  # Even rounds run the variants in reverse, so no variant always follows the same neighbour.
+  if ((r % 2 == 0)); then variants=$(echo "$variants" | tr ' ' '\n' | tac | tr '\n' ' '); fi
+  for v in $variants; do
     make_table "$v"
     ins=$(timed "INSERT INTO t_$v (id, tenant_id, name, price, qty)
                  SELECT i, ('00000000-0000-4000-8000-' || lpad((i % 100)::text, 12, '0'))::uuid,
