@@ -527,24 +527,25 @@ fn encoding_for(cxt: &OwnedContext, att: &pg_sys::FormData_pg_attribute) -> Enco
 /// Length of a uuid's text form, 8-4-4-4-12 hex digits.
 const UUID_TEXT_LEN: usize = 36;
 
-/// Writes a uuid datum's text form into `out` exactly as uuid_out does: lower-case hex digits
-/// with dashes after the 4th, 6th, 8th and 10th byte.
+/// A uuid datum's text form, exactly as uuid_out writes it: lower-case hex digits with dashes
+/// after the 4th, 6th, 8th and 10th byte.
 ///
 /// # Safety
 /// `datum` must be a uuid datum (a pointer to 16 bytes).
-unsafe fn uuid_text(datum: pg_sys::Datum, out: &mut [u8]) {
+unsafe fn uuid_text(datum: pg_sys::Datum) -> [u8; UUID_TEXT_LEN] {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     let bytes = std::slice::from_raw_parts(datum.cast_mut_ptr::<u8>() as *const u8, 16);
+    let mut out = [b'-'; UUID_TEXT_LEN];
     let mut j = 0;
     for (i, b) in bytes.iter().enumerate() {
         if matches!(i, 4 | 6 | 8 | 10) {
-            out[j] = b'-';
             j += 1;
         }
         out[j] = HEX[(b >> 4) as usize];
         out[j + 1] = HEX[(b & 0xf) as usize];
         j += 2;
     }
+    out
 }
 
 /// A jsonb datum as a value to push: scalars unwrapped, containers as binary.
@@ -613,9 +614,8 @@ unsafe fn encode(encoding: &Encoding, datum: pg_sys::Datum, out: &mut pg_sys::Js
             string_value(out, s, CStr::from_ptr(s).to_bytes().len());
         }
         Encoding::Uuid => {
-            let s = pg_sys::palloc(UUID_TEXT_LEN) as *mut u8;
-            uuid_text(datum, std::slice::from_raw_parts_mut(s, UUID_TEXT_LEN));
-            string_value(out, s as *mut std::ffi::c_char, UUID_TEXT_LEN);
+            let s = pg_sys::pnstrdup(uuid_text(datum).as_ptr() as *const _, UUID_TEXT_LEN);
+            string_value(out, s, UUID_TEXT_LEN);
         }
         Encoding::Output(finfo) => {
             let s = pg_sys::OutputFunctionCall(*finfo, datum);
@@ -1142,16 +1142,7 @@ unsafe fn tenant_of(
     }
     Some(match how {
         TenantText::AsIs => values[*i],
-        TenantText::Uuid => {
-            let t = pg_sys::palloc(pg_sys::VARHDRSZ + UUID_TEXT_LEN) as *mut pg_sys::varlena;
-            pgrx::set_varsize_4b(t, (pg_sys::VARHDRSZ + UUID_TEXT_LEN) as i32);
-            let data = (t as *mut u8).add(pg_sys::VARHDRSZ);
-            uuid_text(
-                values[*i],
-                std::slice::from_raw_parts_mut(data, UUID_TEXT_LEN),
-            );
-            pg_sys::Datum::from(t)
-        }
+        TenantText::Uuid => text_datum(&uuid_text(values[*i])),
         TenantText::Output(finfo) => {
             let s = pg_sys::OutputFunctionCall(*finfo, values[*i]);
             text_datum(CStr::from_ptr(s).to_bytes())
