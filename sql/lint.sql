@@ -5,7 +5,7 @@
 CREATE TABLE tenantguard.lint_waivers (
     code      text        NOT NULL,
     object    text        NOT NULL,
-    reason    text        NOT NULL CHECK (reason <> ''),
+    reason    text,
     waived_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
     waived_by name        NOT NULL DEFAULT CURRENT_USER,
     PRIMARY KEY (code, object)
@@ -149,7 +149,8 @@ findings AS (
              || CASE WHEN h.polroles = '{0}' THEN ' for every role' ELSE ' for its roles' END,
            format('DROP POLICY %I ON %s;', h.polname, h.obj)
       FROM hand h
-     WHERE h.polpermissive AND COALESCE(h.q, h.wc) = 'true'
+     -- USING (true) lets every row be read, WITH CHECK (true) every tenant's rows be written.
+     WHERE h.polpermissive AND (h.q = 'true' OR h.wc = 'true')
     UNION ALL
     SELECT 'warn', 'permissive_policy_widens', format('%I on %s', h.polname, h.obj),
            format('permissive policy does not use tenant column %I: OR-ed with tenant isolation, it '
@@ -157,11 +158,16 @@ findings AS (
            format('DROP POLICY %I ON %s; -- recreate it AS RESTRICTIVE, or pass it to protect() '
                   'as extra_policies with "permissive": false', h.polname, h.obj)
       FROM hand h
-     WHERE h.polpermissive AND COALESCE(h.q, h.wc, '') <> 'true'
-       AND NOT EXISTS (SELECT 1 FROM pg_depend d
-                        WHERE d.classid = 'pg_policy'::regclass AND d.objid = h.poloid
-                          AND d.refclassid = 'pg_class'::regclass AND d.refobjid = h.tbl
-                          AND d.refobjsubid = h.tattnum)
+     WHERE h.polpermissive AND h.q IS DISTINCT FROM 'true' AND h.wc IS DISTINCT FROM 'true'
+       -- It widens unless it compares the tenant column with the session's tenant: it must
+       -- use the column and read the tenant setting (USING (tenant_id IS NOT NULL) does not).
+       AND (NOT EXISTS (SELECT 1 FROM pg_depend d
+                         WHERE d.classid = 'pg_policy'::regclass AND d.objid = h.poloid
+                           AND d.refclassid = 'pg_class'::regclass AND d.refobjid = h.tbl
+                           AND d.refobjsubid = h.tattnum)
+            OR (strpos(COALESCE(h.q, '') || ' ' || COALESCE(h.wc, ''), quote_literal(h.tenant_setting)) = 0
+                AND COALESCE(h.q, '') || ' ' || COALESCE(h.wc, '')
+                    !~ '(current_tenant|tenant_(uuid|bigint|integer|smallint|text))\(\)'))
     UNION ALL
     SELECT DISTINCT 'error', 'guc_admin_check', format('%I on %s', h.polname, h.obj),
            format('permissive policy trusts setting %s, which any client can SET', m[1]),

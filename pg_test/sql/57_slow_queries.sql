@@ -91,6 +91,20 @@ SELECT query FROM tenantguard.slow_queries
    AND query NOT LIKE 'SET tenantguard%';
 RESET tenantguard.slow_query_track;
 RESET tenantguard.slow_query_ms;
+-- A slow nested statement whose error an EXCEPTION block swallows is an error without a
+-- SQLSTATE (NULL, not an empty string): the error never reached the abort callbacks.
+CREATE FUNCTION slow_swallowed() RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+  BEGIN PERFORM 1 / (pg_sleep(0.2) IS NULL)::int; EXCEPTION WHEN division_by_zero THEN NULL; END;
+  RETURN 'swallowed';
+END $$;
+SET tenantguard.slow_query_track = 'all';
+SET tenantguard.slow_query_ms = 100;
+SELECT slow_swallowed();
+RESET tenantguard.slow_query_track;
+RESET tenantguard.slow_query_ms;
+SELECT query, status, sqlstate IS NULL AS sqlstate_is_null FROM tenantguard.slow_queries
+ WHERE query LIKE '%slow_swallowed%' OR query LIKE '%pg_sleep(0.2) IS NULL%' ORDER BY started_at;
 -- The ring keeps the newest slow_query_max (64) entries when it wraps.
 SET tenantguard.slow_query_ms = 0;
 \set ECHO none
