@@ -48,10 +48,30 @@ AS $$
               ELSE now() - current_setting('tenantguard.audit_window')::interval END
 $$;
 
+-- The audit_log.tenant_id texts the session's tenant setting stands for. The trigger writes a
+-- tenant as its column type prints it (a uuid in lower case with hyphens, a number without
+-- leading zeros), while the tables' policies parse the setting as that type: so a setting of
+-- 'A0EEBC99-9C0B-4EF8-BB6D-6BB9BD380A11', '{a0eebc99...}' or '007' must also match the printed
+-- form. NULL (matches nothing) when the setting is unset or empty.
+CREATE FUNCTION tenantguard._audit_tenants() RETURNS text[]
+LANGUAGE sql STABLE PARALLEL SAFE
+SET search_path = pg_catalog, pg_temp
+AS $$
+  SELECT CASE WHEN t IS NULL THEN NULL ELSE
+         ARRAY[t]
+         || CASE WHEN t ~* '^(\{([0-9a-f]{4}-?){7}[0-9a-f]{4}\}|([0-9a-f]{4}-?){7}[0-9a-f]{4})$'
+                 THEN ARRAY[t::uuid::text] ELSE '{}'::text[] END
+         || CASE WHEN t ~ '^\s*[+-]?[0-9]{1,30}\s*$'
+                 THEN ARRAY[t::numeric::text] ELSE '{}'::text[] END
+         END
+    FROM (SELECT tenantguard.current_tenant() AS t) s
+$$;
+
 ALTER TABLE tenantguard.audit_log ENABLE ROW LEVEL SECURITY;
 ALTER TABLE tenantguard.audit_log FORCE ROW LEVEL SECURITY;
 CREATE POLICY audit_tenant_read ON tenantguard.audit_log FOR SELECT
-  USING (tenant_id = tenantguard.current_tenant() AND occurred_at >= tenantguard._audit_since());
+  USING (tenant_id = ANY ((SELECT tenantguard._audit_tenants())::text[])
+         AND occurred_at >= tenantguard._audit_since());
 CREATE POLICY audit_admin_read ON tenantguard.audit_log FOR SELECT TO tenantguard_admin
   USING (true);
 REVOKE ALL ON tenantguard.audit_log FROM PUBLIC;

@@ -28,19 +28,28 @@ WITH setting AS (
 ),
 candidates AS (
     SELECT c.oid, n.nspname, c.relname, c.relrowsecurity, c.relforcerowsecurity,
-           COALESCE(r.tenant_column, s.col) AS col, r.relid IS NOT NULL AS registered,
-           COALESCE(r.options ->> 'tenant_setting', s.tenant_setting) AS tenant_setting,
+           COALESCE(r.tenant_column, par.tenant_column, s.col) AS col,
+           r.relid IS NOT NULL AS registered,
+           COALESCE(r.options ->> 'tenant_setting', par.options ->> 'tenant_setting',
+                    s.tenant_setting) AS tenant_setting,
            x.reason AS exempt_reason
       FROM pg_class c
       JOIN pg_namespace n ON n.oid = c.relnamespace
       CROSS JOIN setting s
       LEFT JOIN tenantguard.registry r ON r.relid = c.oid
       LEFT JOIN tenantguard.exemptions x ON x.relid = c.oid
+      -- A partition or child of a protected table is a tenant table whatever its tenant column
+      -- is called (protect(..., tenant_column => 'org_id')).
+      LEFT JOIN LATERAL (SELECT pr.tenant_column, pr.options
+                           FROM pg_inherits i
+                           JOIN tenantguard.registry pr ON pr.relid = i.inhparent
+                          WHERE i.inhrelid = c.oid
+                          ORDER BY i.inhseqno LIMIT 1) par ON true
      WHERE c.relkind IN ('r', 'p')
        AND c.relpersistence <> 't'
        AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'tenantguard')
        AND n.nspname NOT LIKE 'pg\_%'
-       AND (r.relid IS NOT NULL
+       AND (r.relid IS NOT NULL OR par.tenant_column IS NOT NULL
             OR EXISTS (SELECT 1 FROM pg_attribute a
                         WHERE a.attrelid = c.oid AND a.attname = s.col
                           AND a.attnum > 0 AND NOT a.attisdropped))

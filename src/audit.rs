@@ -123,8 +123,9 @@ struct AuditMeta {
     values: Vec<Column>,
     /// Primary key columns, for record_key; empty when the table has no primary key.
     key: Vec<Column>,
-    /// Every live column: index, typlen, typbyval, name; for changed_columns.
-    all: Vec<(usize, i16, bool, CString)>,
+    /// Every live column: index, typlen, typbyval, name, and whether it is audited (not in
+    /// audit_exclude); for changed_columns, which names only audited columns.
+    all: Vec<(usize, i16, bool, CString, bool)>,
     /// The tenant column's index and how to turn it into text.
     tenant: Option<(usize, TenantText)>,
     /// The table's name when this entry was built (a rename invalidates the entry).
@@ -183,8 +184,9 @@ const FIELDS: [(&str, pg_sys::Oid); 16] = [
 
 /// What the updated_at trigger needs about one relation.
 struct UpdatedAtMeta {
-    index: usize,
-    with_tz: bool,
+    /// The column's index and whether it is timestamptz (else timestamp); None when the table no
+    /// longer has such a column.
+    target: Option<(usize, bool)>,
     skip_noop: bool,
     /// timestamptz_timestamp, for a timestamp without time zone column.
     to_timestamp: pg_sys::Oid,
@@ -835,6 +837,7 @@ fn build_audit_meta(rel: pg_sys::Relation, args: &[String]) -> AuditMeta {
                 att.attlen,
                 att.attbyval,
                 CString::new(attname(att)).expect("attribute names have no NUL"),
+                !excluded.contains(&attname(att).as_str()),
             )
         })
         .collect();
@@ -1229,13 +1232,19 @@ pub extern "C-unwind" fn tenantguard_audit(fcinfo: pg_sys::FunctionCallInfo) -> 
                 }
                 let (ov, on) = deform((*td).tg_trigtuple, desc);
                 let (nv, nn) = deform((*td).tg_newtuple, desc);
-                let changed: Vec<pg_sys::Datum> = meta
-                    .all
-                    .iter()
-                    .filter(|(i, len, byval, _)| !same(*i, *len, *byval, &ov, &on, &nv, &nn))
-                    .map(|(_, _, _, name)| text_datum(name.as_bytes()))
-                    .collect();
-                if changed.is_empty() && meta.skip_noop {
+                // An excluded column's change counts as a change (the row is written) but is
+                // not named: audit_exclude columns never appear in the log.
+                let mut changed: Vec<pg_sys::Datum> = Vec::new();
+                let mut any_changed = false;
+                for (i, len, byval, name, audited) in &meta.all {
+                    if !same(*i, *len, *byval, &ov, &on, &nv, &nn) {
+                        any_changed = true;
+                        if *audited {
+                            changed.push(text_datum(name.as_bytes()));
+                        }
+                    }
+                }
+                if !any_changed && meta.skip_noop {
                     return pg_sys::Datum::from(0);
                 }
                 let mut elems = changed;
@@ -1269,31 +1278,22 @@ fn build_updated_at_meta(rel: pg_sys::Relation, args: &[String]) -> UpdatedAtMet
     let skip_noop = args.get(1).map(String::as_str) != Some("keep_noop");
     // SAFETY: the open relation's descriptor.
     let atts = unsafe { live_attributes((*rel).rd_att) };
-    let Some((index, att)) = atts.iter().find(|(_, a)| attname(a) == column) else {
-        raise(
-            PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
-            format!(
-                "table \"{}\" has no column \"{column}\" for its updated_at trigger",
-                rel_display(rel)
-            ),
-            "Re-run tenantguard.protect() on the table to re-attach its triggers.",
+    // The column (a domain counts as its base type). When a later ALTER TABLE dropped, renamed or
+    // retyped it, the trigger does nothing rather than fail every UPDATE of the table; protect()
+    // run again detaches it.
+    let target = atts
+        .iter()
+        .find(|(_, a)| attname(a) == column)
+        // SAFETY: catalog lookup.
+        .and_then(
+            |(index, att)| match unsafe { pg_sys::getBaseType(att.atttypid) } {
+                pg_sys::TIMESTAMPTZOID => Some((*index, true)),
+                pg_sys::TIMESTAMPOID => Some((*index, false)),
+                _ => None,
+            },
         );
-    };
-    let with_tz = match att.atttypid {
-        pg_sys::TIMESTAMPTZOID => true,
-        pg_sys::TIMESTAMPOID => false,
-        _ => raise(
-            PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
-            format!(
-                "column \"{column}\" of table \"{}\" is not a timestamp",
-                rel_display(rel)
-            ),
-            "The updated_at trigger sets a timestamptz or timestamp column.",
-        ),
-    };
     UpdatedAtMeta {
-        index: *index,
-        with_tz,
+        target,
         skip_noop,
         // SAFETY: looks up a built-in function by its C name.
         to_timestamp: unsafe { pg_sys::fmgr_internal_function(c"timestamptz_timestamp".as_ptr()) },
@@ -1336,15 +1336,18 @@ pub extern "C-unwind" fn tenantguard_set_updated_at(
         };
         let new = (*td).tg_newtuple;
         let desc = (*rel).rd_att;
+        let Some((index, with_tz)) = meta.target else {
+            return pg_sys::Datum::from(new);
+        };
         if meta.skip_noop && same_bytes((*td).tg_trigtuple, new) {
             return pg_sys::Datum::from(new);
         }
         let now = pg_sys::GetCurrentTransactionStartTimestamp();
         let mut value = pg_sys::Datum::from(now);
-        if !meta.with_tz {
+        if !with_tz {
             value = pg_sys::OidFunctionCall1Coll(meta.to_timestamp, pg_sys::InvalidOid, value);
         }
-        let mut attnum = (meta.index + 1) as i32;
+        let mut attnum = (index + 1) as i32;
         let mut isnull = false;
         let tuple =
             pg_sys::heap_modify_tuple_by_cols(new, desc, 1, &mut attnum, &mut value, &mut isnull);

@@ -138,6 +138,9 @@ pub extern "C-unwind" fn tenantguard_ddl_command_end(
         // (CREATE TABLE above all) skips the guard's catalog query.
         // SAFETY: a parse tree node from the server.
         let tag = unsafe { (*parsetree).type_ };
+        if tag == pg_sys::NodeTag::T_RenameStmt {
+            follow_column_rename(parsetree);
+        }
         if gucs::guard_enabled() {
             if let Some((relid, policy)) = altered_policy(parsetree) {
                 refuse_policy_change(relid, &policy);
@@ -342,6 +345,37 @@ fn refuse_policy_change(relid: pg_sys::Oid, policy: &str) {
         rel.qualified().replace('\'', "''")
     ))
     .report(PgLogLevel::ERROR);
+}
+
+/// `ALTER TABLE ... RENAME COLUMN`: an audit_exclude entry follows its column.
+fn follow_column_rename(parsetree: *mut pg_sys::Node) {
+    // SAFETY: a RenameStmt from the server, read-only.
+    let (relid, old, new) = unsafe {
+        let stmt = parsetree as *mut pg_sys::RenameStmt;
+        if (*stmt).renameType != pg_sys::ObjectType::OBJECT_COLUMN
+            || (*stmt).subname.is_null()
+            || (*stmt).newname.is_null()
+        {
+            return;
+        }
+        let Some(relid) = range_var_oid((*stmt).relation) else {
+            return;
+        };
+        (
+            relid,
+            CStr::from_ptr((*stmt).subname)
+                .to_string_lossy()
+                .into_owned(),
+            CStr::from_ptr((*stmt).newname)
+                .to_string_lossy()
+                .into_owned(),
+        )
+    };
+    if let Some(account) = protect::follow_column_rename(relid, &old, &new) {
+        notice!(
+            "tenantguard: audit_exclude follows the rename of \"{old}\" to \"{new}\": {account}"
+        );
+    }
 }
 
 /// Every protected table the command touched must still be intact.
@@ -568,9 +602,14 @@ fn auto_protect(parsetree: *mut pg_sys::Node, mode: AutoProtect) {
                    JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace
                   WHERE c.oid = $1 AND c.relkind IN ('r', 'p') AND c.relpersistence <> 't'
                     AND n.nspname <> 'tenantguard' AND NOT (n.nspname = ANY($2))
-                    AND EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
-                                 WHERE a.attrelid = c.oid AND a.attname = $3
-                                   AND a.attnum > 0 AND NOT a.attisdropped)
+                    AND (EXISTS (SELECT 1 FROM pg_catalog.pg_attribute a
+                                  WHERE a.attrelid = c.oid AND a.attname = $3
+                                    AND a.attnum > 0 AND NOT a.attisdropped)
+                         -- a new partition or child of a protected table, whatever its
+                         -- tenant column is called: it takes the parent's options
+                         OR EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i
+                                      JOIN tenantguard.registry r ON r.relid = i.inhparent
+                                     WHERE i.inhrelid = c.oid))
                     AND NOT EXISTS (SELECT 1 FROM tenantguard.registry r WHERE r.relid = c.oid)
                     AND NOT EXISTS (SELECT 1 FROM tenantguard.exemptions x WHERE x.relid = c.oid)
                     AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend d

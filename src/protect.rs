@@ -827,6 +827,25 @@ pub fn auto_protect(tbl: pg_sys::Oid) -> String {
     protect_with(tbl, &options, false)
 }
 
+/// After `ALTER TABLE ... RENAME COLUMN old TO new` on a protected table whose audit_exclude
+/// names `old`: the exclusion follows the column (the audit trigger names excluded columns, and
+/// would otherwise start writing the renamed column's values). Re-protects with the registered
+/// options, `old` replaced by `new`; None when the table is not registered or excludes no `old`.
+pub fn follow_column_rename(tbl: pg_sys::Oid, old: &str, new: &str) -> Option<String> {
+    let rel = RelInfo::load(tbl);
+    let mut options = load_registration(&rel)?.options?;
+    if !options.audit_exclude.iter().any(|c| c == old) {
+        return None;
+    }
+    for c in options.audit_exclude.iter_mut() {
+        if c == old {
+            *c = new.to_string();
+        }
+    }
+    options.audit_exclude.dedup();
+    Some(protect_with(tbl, &options, false))
+}
+
 /// What a command left broken on a protected table (the guard's end-state check): row level
 /// security off or not forced, the tenant column gone or renamed, a policy gone. Policy
 /// expressions are not compared here: the guard refuses ALTER POLICY on them outright.

@@ -127,9 +127,14 @@ pub fn live_triggers(relid: pg_sys::Oid) -> Vec<LiveTrigger> {
     }
     kept_select(
         &PLAN,
-        "SELECT t.tgname::text, t.tgfoid::pg_catalog.regprocedure::text, t.tgtype,
-                t.tgenabled <> 'D', t.tgargs
+        // The function schema-qualified whatever the search_path (regprocedure's text leaves the
+        // schema out when it is on the path, and the comparison with the spec would fail).
+        "SELECT t.tgname::text,
+                pg_catalog.format('%s.%s()', pg_catalog.quote_ident(n.nspname), pg_catalog.quote_ident(p.proname)),
+                t.tgtype, t.tgenabled <> 'D', t.tgargs
            FROM pg_catalog.pg_trigger t
+           JOIN pg_catalog.pg_proc p ON p.oid = t.tgfoid
+           JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace
           WHERE t.tgrelid = $1 AND NOT t.tgisinternal AND t.tgname::text LIKE 'tenantguard\\_%'",
         &[OID],
         &[relid.into()],

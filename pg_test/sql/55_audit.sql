@@ -222,3 +222,49 @@ SELECT tenantguard.set_tenant('acme', false);
 INSERT INTO accounts (id, tenant_id, email) VALUES (21, 'acme', 'direct@again');
 SELECT op, record_key FROM tenantguard.audit_log
  WHERE table_oid = 'accounts'::regclass AND record_key = '{"id": 21}';
+
+-- Excluded columns never appear in the log, not even in changed_columns; an UPDATE that changes
+-- only an excluded column still writes its row (something changed).
+\c - tg_owner
+CREATE TABLE logins (id int PRIMARY KEY, tenant_id uuid NOT NULL, email text, password_hash text,
+                     updated_at timestamptz);
+GRANT SELECT, INSERT, UPDATE, DELETE ON logins TO tg_app;
+SELECT tenantguard.protect('logins', audit_exclude => ARRAY['password_hash']);
+SELECT tenantguard.set_tenant('6f1c2a4e-0000-4000-8000-0000000000aa', false);
+INSERT INTO logins VALUES (1, '6f1c2a4e-0000-4000-8000-0000000000aa', 'l@acme', 'pw-1', NULL);
+UPDATE logins SET password_hash = 'pw-2';
+UPDATE logins SET password_hash = 'pw-3', email = 'l2@acme';
+-- Renaming an excluded column carries the exclusion to the new name.
+ALTER TABLE logins RENAME COLUMN password_hash TO pw;
+UPDATE logins SET pw = 'pw-4', email = 'l3@acme';
+SELECT op, changed_columns, (old_values ?| ARRAY['password_hash', 'pw'])
+                            OR (new_values ?| ARRAY['password_hash', 'pw']) AS has_secret
+  FROM tenantguard.audit_log WHERE table_oid = 'logins'::regclass ORDER BY id;
+SELECT tenantguard.protect('logins', audit_exclude => ARRAY['pw']);
+-- Idempotent with tenantguard on the search_path too.
+SET search_path = public, tenantguard;
+SELECT tenantguard.protect('logins', audit_exclude => ARRAY['pw']);
+RESET search_path;
+-- updated_at dropped later: UPDATEs keep working (the trigger stands aside), and protect()
+-- detaches it. A domain over timestamptz counts as timestamptz.
+ALTER TABLE logins DROP COLUMN updated_at;
+UPDATE logins SET email = 'l4@acme';
+SELECT tenantguard.protect('logins', audit_exclude => ARRAY['pw']);
+CREATE DOMAIN stamp AS timestamptz;
+CREATE TABLE domstamp (id int PRIMARY KEY, tenant_id text, v int, updated_at stamp);
+SELECT tenantguard.protect('domstamp', audit => false);
+SELECT tenantguard.set_tenant('t1', false) AS tenant;
+INSERT INTO domstamp VALUES (1, 't1', 1, '2000-01-01');
+BEGIN;
+UPDATE domstamp SET v = 2 RETURNING updated_at = now() AS domain_stamped;
+COMMIT;
+-- A tenant whose setting spells its uuid differently (upper case, braces) still reads its
+-- audit rows, as it reads the table's rows.
+\c - tg_app
+SET app.current_tenant_id = '6F1C2A4E-0000-4000-8000-0000000000AA';
+SELECT count(*) AS table_rows FROM logins;
+SELECT count(*) AS audit_rows FROM tenantguard.audit_log WHERE table_oid = 'logins'::regclass;
+SET app.current_tenant_id = '{6f1c2a4e000040008000-0000000000aa}';
+SELECT count(*) AS audit_rows_braces FROM tenantguard.audit_log WHERE table_oid = 'logins'::regclass;
+SET app.current_tenant_id = '6f1c2a4e-0000-4000-8000-0000000000ab';
+SELECT count(*) AS other_tenant FROM tenantguard.audit_log WHERE table_oid = 'logins'::regclass;

@@ -21,6 +21,20 @@ SELECT tenantguard.unprotect('a_loose');
 SELECT tenantguard.exempt('a_loose', 'about to be attached');
 SELECT tenantguard.unexempt('a_loose');
 ALTER TABLE a_parted ATTACH PARTITION a_loose FOR VALUES IN (2);
+-- A partition of a table protected with another tenant column is protected like its parent
+-- (and coverage() lists one that is not, whatever its column is called).
+CREATE TABLE a_org (id int, org_id text) PARTITION BY LIST (id);
+SELECT tenantguard.protect('a_org', tenant_column => 'org_id');
+CREATE TABLE a_org1 PARTITION OF a_org FOR VALUES IN (1);
+\c - postgres
+SET tenantguard.auto_protect = off;
+CREATE TABLE app.a_org2 PARTITION OF app.a_org FOR VALUES IN (2);
+RESET tenantguard.auto_protect;
+SELECT table_name, tenant_column, status FROM tenantguard.coverage()
+ WHERE table_name::text LIKE 'a_org%' ORDER BY table_name;
+SELECT tenantguard.protect('app.a_org2', tenant_column => 'org_id');
+\c - tg_owner
+SET search_path = app, public;
 -- ADD COLUMN, RENAME COLUMN ... TO tenant_id
 CREATE TABLE a_added (id int);
 ALTER TABLE a_added ADD COLUMN tenant_id uuid;
