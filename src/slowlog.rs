@@ -110,6 +110,12 @@ struct Running {
     /// The QueryDesc (executor) or PlannedStmt (utility) the entry belongs to.
     key: usize,
     started_at: i64,
+    /// Time spent so far in ExecutorRun and ExecutorFinish (executor statements), and when the
+    /// current Run/Finish (or the utility statement) began, 0 when none is under way. A portal
+    /// that waits for its client's next fetch, or to be closed at the next Bind, is not running:
+    /// like pg_stat_statements, the duration counts only Run and Finish.
+    busy_us: i64,
+    active_since: i64,
     tenant: ([u8; NAME_MAX], u16),
     app_user: ([u8; NAME_MAX], u16),
     source: *const std::ffi::c_char,
@@ -375,7 +381,12 @@ fn from_tenantguard_function(source: *const std::ffi::c_char) -> bool {
 // runs in #[pg_guard] functions, and the frames an ERROR from there passes through own nothing that
 // needs dropping.
 
-fn begin(key: usize, source: *const std::ffi::c_char, stmt: *const pg_sys::PlannedStmt) -> Running {
+fn begin(
+    key: usize,
+    source: *const std::ffi::c_char,
+    stmt: *const pg_sys::PlannedStmt,
+    active: bool,
+) -> Running {
     // SAFETY: the statement's plan, read for its location and query id.
     let (location, length, queryid) = unsafe {
         if stmt.is_null() {
@@ -384,10 +395,13 @@ fn begin(key: usize, source: *const std::ffi::c_char, stmt: *const pg_sys::Plann
             ((*stmt).stmt_location, (*stmt).stmt_len, (*stmt).queryId)
         }
     };
+    // SAFETY: a clock read.
+    let started_at = unsafe { raw::GetCurrentTimestamp() };
     Running {
         key,
-        // SAFETY: a clock read.
-        started_at: unsafe { raw::GetCurrentTimestamp() },
+        started_at,
+        busy_us: 0,
+        active_since: if active { started_at } else { 0 },
         tenant: copy_name(named_setting(0)),
         app_user: copy_name(named_setting(1)),
         source,
@@ -416,8 +430,13 @@ fn status_of(code: Option<i32>) -> (u8, [u8; 5]) {
 
 /// Stops the clock; records the statement when it ran at least the threshold.
 fn finish(run: &Running, rows: u64, status: u8, sqlstate: [u8; 5]) {
-    // SAFETY: a clock read.
-    let duration_us = unsafe { raw::GetCurrentTimestamp() } - run.started_at;
+    let duration_us = run.busy_us
+        + if run.active_since != 0 {
+            // SAFETY: a clock read.
+            (unsafe { raw::GetCurrentTimestamp() }) - run.active_since
+        } else {
+            0
+        };
     let threshold = gucs::slow_query_ms();
     if threshold < 0 || duration_us < threshold as i64 * 1000 || !preloaded() {
         return;
@@ -483,6 +502,27 @@ fn take_running(key: usize) -> Option<Running> {
         let i = r.iter().rposition(|x| x.key == key)?;
         Some(r.remove(i))
     })
+}
+
+/// ExecutorRun/ExecutorFinish of statement `key` begins (`true`) or ends: its clock runs only
+/// meanwhile. Nothing to do (no clock read) for a statement that is not timed.
+fn set_active(key: usize, active: bool) {
+    RUNNING.with(|r| {
+        let Ok(mut r) = r.try_borrow_mut() else {
+            return;
+        };
+        let Some(run) = r.iter_mut().rev().find(|x| x.key == key) else {
+            return;
+        };
+        // SAFETY: a clock read.
+        let now = unsafe { raw::GetCurrentTimestamp() };
+        if active {
+            run.active_since = now;
+        } else if run.active_since != 0 {
+            run.busy_us += now - run.active_since;
+            run.active_since = 0;
+        }
+    });
 }
 
 fn push_running(run: Running) {
@@ -613,6 +653,7 @@ unsafe fn start_statement(query_desc: *mut pg_sys::QueryDesc, eflags: i32) {
             query_desc as usize,
             (*query_desc).sourceText,
             (*query_desc).plannedstmt,
+            false,
         ));
     }
 }
@@ -643,21 +684,25 @@ unsafe extern "C-unwind" fn executor_run(
     count: u64,
     execute_once: bool,
 ) {
+    set_active(query_desc as usize, true);
     add_nesting(1);
     match PREV_EXECUTOR_RUN {
         Some(prev) => prev(query_desc, direction, count, execute_once),
         None => raw_standard_executor_run(query_desc, direction, count, execute_once),
     }
     add_nesting(-1);
+    set_active(query_desc as usize, false);
 }
 
 unsafe extern "C-unwind" fn executor_finish(query_desc: *mut pg_sys::QueryDesc) {
+    set_active(query_desc as usize, true);
     add_nesting(1);
     match PREV_EXECUTOR_FINISH {
         Some(prev) => prev(query_desc),
         None => raw_standard_executor_finish(query_desc),
     }
     add_nesting(-1);
+    set_active(query_desc as usize, false);
 }
 
 unsafe extern "C-unwind" fn executor_end(query_desc: *mut pg_sys::QueryDesc) {
@@ -680,7 +725,7 @@ unsafe fn start_utility(pstmt: *mut pg_sys::PlannedStmt, query_string: *const st
         && tracked(level)
         && (level == 0 || !nested_from_tenantguard(query_string))
     {
-        let mut run = begin(pstmt as usize, query_string, pstmt);
+        let mut run = begin(pstmt as usize, query_string, pstmt, true);
         run.procedure = !utility.is_null()
             && matches!(
                 (*utility).type_,

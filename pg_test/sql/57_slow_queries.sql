@@ -105,6 +105,16 @@ RESET tenantguard.slow_query_track;
 RESET tenantguard.slow_query_ms;
 SELECT query, status, sqlstate IS NULL AS sqlstate_is_null FROM tenantguard.slow_queries
  WHERE query LIKE '%slow_swallowed%' OR query LIKE '%pg_sleep(0.2) IS NULL%' ORDER BY started_at;
+-- Over the extended protocol a SELECT's portal stays open until the next Bind or the end of the
+-- transaction: the client's time meanwhile is not the statement's (only ExecutorRun and
+-- ExecutorFinish count, as in pg_stat_statements).
+COPY (VALUES ('BEGIN;'), ('SELECT 1 AS portal_fast;'), ('\sleep 300 ms'),
+             ('SELECT pg_sleep(0.15) AS portal_slow;'), ('\sleep 300 ms'), ('COMMIT;'))
+  TO '/tmp/tenantguard_portal.pgbench' WITH (FORMAT csv, DELIMITER E'\x02', QUOTE E'\x01');
+\! PGOPTIONS='-c tenantguard.slow_query_ms=100' /usr/lib/postgresql/15/bin/pgbench -n -M extended -t 1 -U postgres -f /tmp/tenantguard_portal.pgbench regression > /dev/null 2>&1; echo "pgbench exit status $?"
+\! rm -f /tmp/tenantguard_portal.pgbench
+SELECT query, duration_ms >= 150 AS ran_its_sleep, duration_ms < 300 AS without_client_time
+  FROM tenantguard.slow_queries WHERE query LIKE 'SELECT % AS portal_%' ORDER BY started_at;
 -- The ring keeps the newest slow_query_max (64) entries when it wraps.
 SET tenantguard.slow_query_ms = 0;
 \set ECHO none
