@@ -8,6 +8,8 @@
 # rows, or that INSERT and an UPDATE of all rows, with N and 2N rows; (2N - N) / N is the cost per
 # row without start-up, and the UPDATE's is the difference between the two files. Overheads are
 # over the same statement on a table with no trigger; run as the superuser, like audit_bench.sh.
+# It also counts the floor: tenantguard's and the seed's audit triggers with every index of their
+# audit tables dropped, i.e. what writing the audit row costs before any index is maintained.
 #
 # usage: bash bench/audit_instructions.sh [rows (2000)]
 set -euo pipefail
@@ -27,6 +29,14 @@ psql_su() { as_pg psql -X -q -v ON_ERROR_STOP=1 -h "$base" -p "$port" -U postgre
 psql_su -f bench/audit_setup.sql
 for v in $variants; do make_table "$v"; done
 cluster_stop "$base"
+# The floor: the same cluster with every index of both audit tables dropped (tenantguard.audit_log's
+# three, the seed's primary key and two), to show what the audit row costs before any index.
+cp -a "$base/data" "$base/data-noidx"
+as_pg "$PGBIN/pg_ctl" -D "$base/data-noidx" -l "$base/server-noidx.log" -w start >/dev/null
+psql_su -c "DROP INDEX tenantguard.audit_log_record, tenantguard.audit_log_id, tenantguard.audit_log_tenant_time;
+  DROP INDEX audit_logs_table_name_record_id_idx, audit_logs_tenant_id_created_at_idx;
+  ALTER TABLE audit_logs DROP CONSTRAINT audit_logs_pkey"
+as_pg "$PGBIN/pg_ctl" -D "$base/data-noidx" -m fast -w stop >/dev/null
 
 for v in $variants; do
   for count in "$n" $((2 * n)); do
@@ -42,15 +52,19 @@ chown -R postgres "$base"
 
 results=$base/results.tsv
 : >"$results"
-for v in $variants; do
+# run_variant VARIANT NAME DATA: both statements files at both sizes, as NAME in the results.
+run_variant() {
+  local v=$1 name=$2 data=$3 f count ir
   for f in insert both; do
     for count in "$n" $((2 * n)); do
-      echo "== $v $f $count" >&2
-      ir=$(callgrind_count "$base/data" "$base/$v-$f-$count.sql" "$base/$v-$f-$count.log")
-      printf '%s\t%s\t%s\t%s\n' "$v" "$f" "$count" "$ir" >>"$results"
+      echo "== $name $f $count" >&2
+      ir=$(callgrind_count "$data" "$base/$v-$f-$count.sql" "$base/$name-$f-$count.log")
+      printf '%s\t%s\t%s\t%s\n' "$name" "$f" "$count" "$ir" >>"$results"
     done
   done
-done
+}
+for v in $variants; do run_variant "$v" "$v" "$base/data"; done
+for v in a_none a_tg a_seed; do run_variant "$v" "$v-noidx" "$base/data-noidx"; done
 
 python3 - "$results" "$n" <<'PY'
 import sys, collections
@@ -77,4 +91,13 @@ print(f"tenantguard audit / seed plpgsql: INSERT {over('a_tg', 0) / over('a_seed
       f"UPDATE {over('a_tg', 1) / over('a_seed', 1):.3f} (target <= 0.25)")
 u = (cost["u_tg"][1] - cost["u_none"][1]) / (cost["u_moddatetime"][1] - cost["u_none"][1])
 print(f"tenantguard updated_at / moddatetime: {u:.3f} (target <= 1)")
+print()
+print("the floor: both audit tables without any index (over no trigger, same data directory):")
+for v in ("a_tg", "a_seed"):
+    ins = cost[v + "-noidx"][0] - cost["a_none-noidx"][0]
+    upd = cost[v + "-noidx"][1] - cost["a_none-noidx"][1]
+    print(f"{names[v] + ', no index':44} {ins:10.0f} {upd:10.0f}")
+print(f"tenantguard without index / seed with its indexes: "
+      f"INSERT {(cost['a_tg-noidx'][0] - cost['a_none-noidx'][0]) / over('a_seed', 0):.3f}, "
+      f"UPDATE {(cost['a_tg-noidx'][1] - cost['a_none-noidx'][1]) / over('a_seed', 1):.3f}")
 PY
