@@ -72,6 +72,3 @@ CREATE POLICY exemptions_delete ON tenantguard.exemptions FOR DELETE
   USING (tenantguard._owns(relid));
 GRANT SELECT, INSERT, UPDATE, DELETE ON tenantguard.exemptions TO PUBLIC;
 
-CREATE FUNCTION tenantguard._unregister(tbl regclass) RETURNS void
-LANGUAGE sql VOLATILE
-AS $$ DELETE FROM tenantguard.registry WHERE relid = tbl $$;

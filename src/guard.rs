@@ -60,6 +60,53 @@ fn is_allowed(oid: pg_sys::Oid) -> bool {
     })
 }
 
+/// The registry row of a protected table changes only inside protect()/unprotect(), or in the
+/// transaction that called `_allow_change` for it: a dry-run or unprotect_sql() script run
+/// statement by statement in autocommit fails at each change the guard refuses, and must not then
+/// rewrite or drop the registry row at its end (the table would be left half unprotected).
+pub fn require_allowance(oid: pg_sys::Oid, what: &str) {
+    if busy() || is_allowed(oid) {
+        return;
+    }
+    let rel = RelInfo::load(oid);
+    ErrorReport::new(
+        PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+        format!(
+            "cannot {what} the registry entry of table \"{}\": the table is protected by tenantguard",
+            rel.display()
+        ),
+        "tenantguard",
+    )
+    .set_hint(refusal_hint(
+        oid,
+        format!(
+            "Call tenantguard.protect() or tenantguard.unprotect('{}'), or run the script from \
+             dry_run / unprotect_sql() whole, in one transaction.",
+            rel.qualified().replace('\'', "''")
+        ),
+    ))
+    .report(PgLogLevel::ERROR);
+}
+
+/// The hint for a refused change: the usual one, or, when an earlier transaction of this session
+/// ran `_allow_change` for the table (a dry-run or unprotect_sql() script run statement by statement
+/// in autocommit), how to run that script.
+fn refusal_hint(oid: pg_sys::Oid, usual: String) -> String {
+    let lxid = local_xid();
+    let earlier = ALLOWED.with(|a| {
+        let a = a.borrow();
+        a.0 != lxid && a.1.contains(&oid)
+    });
+    if earlier {
+        "tenantguard._allow_change() ran in an earlier transaction: run the whole script from \
+         protect(..., dry_run => true) or unprotect_sql() in one transaction (BEGIN; ... COMMIT; \
+         or psql --single-transaction -f)."
+            .to_string()
+    } else {
+        usual
+    }
+}
+
 /// Lets the current transaction change a protected table's protection outside protect() and
 /// unprotect() (the first statement of their dry-run scripts). Only the table's owner may.
 #[pg_extern(volatile, parallel_unsafe)]
@@ -339,10 +386,13 @@ fn refuse_policy_change(relid: pg_sys::Oid, policy: &str) {
         ),
         "tenantguard",
     )
-    .set_hint(format!(
-        "To change the policies, call tenantguard.protect() with other arguments; to remove the \
-         protection, call SELECT tenantguard.unprotect('{}').",
-        rel.qualified().replace('\'', "''")
+    .set_hint(refusal_hint(
+        relid,
+        format!(
+            "To change the policies, call tenantguard.protect() with other arguments; to remove \
+             the protection, call SELECT tenantguard.unprotect('{}').",
+            rel.qualified().replace('\'', "''")
+        ),
     ))
     .report(PgLogLevel::ERROR);
 }
@@ -416,10 +466,13 @@ fn guard_end_state() {
                 "tenantguard refuses DDL that switches a protected table's row level security \
                  off or changes its policies or triggers.",
             )
-            .set_hint(format!(
-                "To remove the protection, call SELECT tenantguard.unprotect('{}'); \
-                 to change it, call tenantguard.protect() with other arguments.",
-                rel.qualified().replace('\'', "''")
+            .set_hint(refusal_hint(
+                oid,
+                format!(
+                    "To remove the protection, call SELECT tenantguard.unprotect('{}'); \
+                     to change it, call tenantguard.protect() with other arguments.",
+                    rel.qualified().replace('\'', "''")
+                ),
             ))
             .report(PgLogLevel::ERROR);
         }
@@ -471,9 +524,12 @@ fn guard_drops() {
             ),
             "tenantguard",
         )
-        .set_hint(format!(
-            "To remove the protection first, call SELECT tenantguard.unprotect('{}').",
-            rel.qualified().replace('\'', "''")
+        .set_hint(refusal_hint(
+            oid,
+            format!(
+                "To remove the protection first, call SELECT tenantguard.unprotect('{}').",
+                rel.qualified().replace('\'', "''")
+            ),
         ))
         .report(PgLogLevel::ERROR);
     }

@@ -912,6 +912,33 @@ pub fn is_recorded_policy(relid: pg_sys::Oid, policy: &str) -> bool {
     .unwrap_or(false)
 }
 
+fn is_registered(tbl: pg_sys::Oid) -> bool {
+    thread_local! {
+        static PLAN: OnceCell<OwnedPreparedStatement> = const { OnceCell::new() };
+    }
+    kept_first::<bool>(
+        &PLAN,
+        "SELECT true FROM tenantguard.registry WHERE relid = $1",
+        &[OID],
+        &[tbl.into()],
+    )
+    .unwrap_or(false)
+}
+
+/// Drops the table's registry row: the last statement of unprotect() and its script.
+#[pg_extern(volatile, parallel_unsafe)]
+fn _unregister(tbl: pg_sys::Oid) {
+    let _internal = crate::slowlog::Internal::enter();
+    if !is_registered(tbl) {
+        return;
+    }
+    crate::guard::require_allowance(tbl, "drop");
+    spi(Spi::run_with_args(
+        "DELETE FROM tenantguard.registry WHERE relid = $1",
+        &[tbl.into()],
+    ));
+}
+
 /// Records a table after protect() created its policies (the last statement of protect()'s plan
 /// and of its dry-run script). Runs as the caller: the registry's own row level security lets only
 /// the table's owner write its row. rls_was_* keep the flags from before the first protect(), for
@@ -927,6 +954,9 @@ fn _register(
     rls_was_forced: bool,
 ) {
     let _internal = crate::slowlog::Internal::enter();
+    if is_registered(tbl) {
+        crate::guard::require_allowance(tbl, "rewrite");
+    }
     let specs: Vec<PolicySpec> = serde_json::from_value(policies.0).unwrap_or_else(|e| {
         raise(
             PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,

@@ -91,6 +91,10 @@ SELECT tenantguard.unprotect_sql('a_plain') AS script \gset
 :script
 SELECT status FROM tenantguard.coverage() WHERE table_name = 'a_plain';
 ROLLBACK;
+-- Run statement by statement in autocommit instead, it changes nothing: the guard refuses each
+-- change (the hint says to run the script in one transaction), and the registry row stays.
+:script
+SELECT status FROM tenantguard.coverage() WHERE table_name = 'a_plain';
 SELECT tenantguard.unprotect('a_plain');
 ALTER TABLE a_plain ENABLE ROW LEVEL SECURITY;
 ALTER TABLE a_plain DISABLE ROW LEVEL SECURITY;
