@@ -235,7 +235,17 @@ findings AS (
            'unique_without_tenant', format('%I.%I', t.nspname, ic.relname),
            format('unique index on %s does not include tenant column %I: inserting a duplicate '
                   'reveals that another tenant has the value', t.obj, t.col),
-           CASE WHEN i.indisprimary OR i.indnkeyatts <> i.indnatts OR i.indexprs IS NOT NULL
+           CASE WHEN i.indisprimary AND con.oid IS NOT NULL AND i.indnkeyatts = i.indnatts
+                     AND i.indexprs IS NULL AND i.indpred IS NULL
+                     AND NOT EXISTS (SELECT 1 FROM pg_constraint f
+                                      WHERE f.contype = 'f' AND f.conindid = i.indexrelid)
+                -- a primary key no foreign key references: make it (tenant, key)
+                THEN format('ALTER TABLE %s DROP CONSTRAINT %I, ADD PRIMARY KEY (%I, %s);',
+                            t.obj, con.conname, t.col,
+                            (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY k.n)
+                               FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n)
+                               JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.attnum))
+                WHEN i.indisprimary OR i.indnkeyatts <> i.indnatts OR i.indexprs IS NOT NULL
                      OR i.indpred IS NOT NULL
                 THEN format('-- make it unique per tenant: a unique key on (%I, ...) of %s', t.col, t.obj)
                 ELSE format('CREATE UNIQUE INDEX ON %s (%I, %s); %s;', t.obj, t.col,

@@ -622,6 +622,26 @@ fn gained_tenant_column(parsetree: *mut pg_sys::Node, column: &str) -> Vec<pg_sy
     out
 }
 
+/// The ordinary tables that inherit, directly or not, from any of `parents`.
+fn inheritance_children(parents: &[pg_sys::Oid]) -> Vec<pg_sys::Oid> {
+    spi(Spi::connect(|client| {
+        client
+            .select(
+                "WITH RECURSIVE d(oid) AS (
+                     SELECT i.inhrelid FROM pg_catalog.pg_inherits i
+                      WHERE i.inhparent = ANY ($1)
+                     UNION
+                     SELECT i.inhrelid FROM pg_catalog.pg_inherits i JOIN d ON i.inhparent = d.oid)
+                 SELECT d.oid FROM d JOIN pg_catalog.pg_class c ON c.oid = d.oid
+                  WHERE NOT c.relispartition ORDER BY d.oid",
+                None,
+                &[parents.to_vec().into()],
+            )?
+            .map(|row| row.get::<pg_sys::Oid>(1).map(|o| o.unwrap_or_default()))
+            .collect::<Result<Vec<_>, _>>()
+    }))
+}
+
 fn created_tables() -> Vec<pg_sys::Oid> {
     spi(Spi::connect(|client| {
         client
@@ -640,9 +660,27 @@ fn created_tables() -> Vec<pg_sys::Oid> {
 
 fn auto_protect(parsetree: *mut pg_sys::Node, mode: AutoProtect) {
     let column = gucs::tenant_column();
-    let candidates = gained_tenant_column(parsetree, &column);
+    let mut candidates = gained_tenant_column(parsetree, &column);
     if candidates.is_empty() {
         return;
+    }
+    // Inheritance children gain a column their parent gains (ADD COLUMN and RENAME COLUMN
+    // recurse); partitions are protected with their parent by protect() itself.
+    // SAFETY: a parse tree node from the server.
+    let tag = unsafe { (*parsetree).type_ };
+    if matches!(
+        tag,
+        pg_sys::NodeTag::T_AlterTableStmt | pg_sys::NodeTag::T_RenameStmt
+    ) {
+        candidates.extend(inheritance_children(&candidates));
+    }
+    if tag == pg_sys::NodeTag::T_AlterTableStmt && mode == AutoProtect::On {
+        // A protected table attached as a partition of a protected table takes the parent's options.
+        for &oid in &candidates {
+            if let Some(account) = protect::adopt_parent_options(oid) {
+                notice!("tenantguard auto-protect: {account}");
+            }
+        }
     }
     let excluded = gucs::exclude_schemas();
     // Keep the ordinary and partitioned tables with the tenant column that nobody decided about.

@@ -846,6 +846,31 @@ pub fn follow_column_rename(tbl: pg_sys::Oid, old: &str, new: &str) -> Option<St
     Some(protect_with(tbl, &options, false))
 }
 
+/// `ALTER TABLE ... ATTACH PARTITION` of a table that is protected already: a partition takes its
+/// protected parent's options (templates included), as one created in place would, so that direct
+/// access to it is limited exactly as access through the parent. None when nothing changes.
+pub fn adopt_parent_options(tbl: pg_sys::Oid) -> Option<String> {
+    thread_local! {
+        static PLAN: OnceCell<OwnedPreparedStatement> = const { OnceCell::new() };
+    }
+    let parent = kept_first::<JsonB>(
+        &PLAN,
+        "SELECT r.options FROM pg_catalog.pg_inherits i
+           JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid AND c.relispartition
+           JOIN tenantguard.registry r ON r.relid = i.inhparent
+          WHERE i.inhrelid = $1",
+        &[OID],
+        &[tbl.into()],
+    )
+    .and_then(|j| serde_json::from_value::<ProtectOptions>(j.0).ok())?;
+    let rel = RelInfo::load(tbl);
+    let own = load_registration(&rel)?.options?;
+    if own == parent {
+        return None;
+    }
+    Some(protect_with(tbl, &parent, false))
+}
+
 /// What a command left broken on a protected table (the guard's end-state check): row level
 /// security off or not forced, the tenant column gone or renamed, a policy gone. Policy
 /// expressions are not compared here: the guard refuses ALTER POLICY on them outright.

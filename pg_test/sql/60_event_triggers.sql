@@ -35,8 +35,14 @@ SELECT table_name, tenant_column, status FROM tenantguard.coverage()
 SELECT tenantguard.protect('app.a_org2', tenant_column => 'org_id');
 \c - tg_owner
 SET search_path = app, public;
--- ADD COLUMN, RENAME COLUMN ... TO tenant_id
+-- A table protected with other options, attached as a partition, takes the parent's.
+CREATE TABLE a_org3 (id int, org_id text);
+SELECT tenantguard.protect('a_org3', tenant_column => 'org_id', admin_role => NULL);
+ALTER TABLE a_org ATTACH PARTITION a_org3 FOR VALUES IN (3);
+SELECT policy_name FROM tenantguard.policies('a_org3') ORDER BY 1;
+-- ADD COLUMN, RENAME COLUMN ... TO tenant_id (an inheritance child gains the column too)
 CREATE TABLE a_added (id int);
+CREATE TABLE a_added_child (extra int) INHERITS (a_added);
 ALTER TABLE a_added ADD COLUMN tenant_id uuid;
 CREATE TABLE a_renamed (id int, org text);
 ALTER TABLE a_renamed RENAME COLUMN org TO tenant_id;

@@ -96,6 +96,19 @@ ALTER TABLE lnt.t1 ADD CONSTRAINT t1_id_unique UNIQUE (id);
 :show;
 :fixes 'unique_without_tenant' \gexec
 :show;
+-- A primary key without the tenant column (info): no foreign key references it, so the fix
+-- makes it (tenant_id, id); one that is referenced gets advice instead.
+CREATE TABLE lnt.pk (id int PRIMARY KEY, tenant_id int NOT NULL);
+CREATE INDEX ON lnt.pk (tenant_id);
+SELECT tenantguard.protect('lnt.pk');
+SELECT level, code, object, fix FROM tenantguard.lint() WHERE object = 'lnt.pk_pkey';
+:fixes 'unique_without_tenant' \gexec
+SELECT count(*) AS pk_findings_left FROM tenantguard.lint() WHERE object = 'lnt.pk_pkey';
+SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'lnt.pk'::regclass AND contype = 'p';
+CREATE TABLE lnt.pk2 (id int PRIMARY KEY, tenant_id int NOT NULL);
+CREATE TABLE lnt.pk2_ref (tenant_id int NOT NULL, pk2_id int REFERENCES lnt.pk2 (id));
+SELECT level, code, fix FROM tenantguard.lint() WHERE object = 'lnt.pk2_pkey';
+DROP TABLE lnt.pk2_ref, lnt.pk2, lnt.pk;
 
 -- A partition of a protected table that is not protected itself
 CREATE TABLE lnt.pp (tenant_id int NOT NULL, at date) PARTITION BY RANGE (at);
