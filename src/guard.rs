@@ -397,7 +397,7 @@ fn refuse_policy_change(relid: pg_sys::Oid, policy: &str) {
     .report(PgLogLevel::ERROR);
 }
 
-/// `ALTER TABLE ... RENAME COLUMN`: an audit_exclude entry follows its column.
+/// `ALTER TABLE ... RENAME COLUMN`: audit_exclude and time_column entries follow their column.
 fn follow_column_rename(parsetree: *mut pg_sys::Node) {
     // SAFETY: a RenameStmt from the server, read-only.
     let (relid, old, new) = unsafe {
@@ -421,10 +421,15 @@ fn follow_column_rename(parsetree: *mut pg_sys::Node) {
                 .into_owned(),
         )
     };
-    if let Some(account) = protect::follow_column_rename(relid, &old, &new) {
-        notice!(
-            "tenantguard: audit_exclude follows the rename of \"{old}\" to \"{new}\": {account}"
-        );
+    // The rename recurses to inheritance children (partitions are re-protected with their parent).
+    let mut tables = vec![relid];
+    tables.extend(inheritance_children(&tables));
+    for oid in tables {
+        if let Some(account) = protect::follow_column_rename(oid, &old, &new) {
+            notice!(
+                "tenantguard: the options follow the rename of column \"{old}\" to \"{new}\": {account}"
+            );
+        }
     }
 }
 

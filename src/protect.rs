@@ -827,14 +827,18 @@ pub fn auto_protect(tbl: pg_sys::Oid) -> String {
     protect_with(tbl, &options, false)
 }
 
-/// After `ALTER TABLE ... RENAME COLUMN old TO new` on a protected table whose audit_exclude
-/// names `old`: the exclusion follows the column (the audit trigger names excluded columns, and
-/// would otherwise start writing the renamed column's values). Re-protects with the registered
-/// options, `old` replaced by `new`; None when the table is not registered or excludes no `old`.
+/// After `ALTER TABLE ... RENAME COLUMN old TO new` on a protected table: the options that name
+/// the column by name follow it. audit_exclude above all (the audit trigger names excluded
+/// columns, and would otherwise start writing the renamed column's values), and time_column (its
+/// policy follows the column by itself, but a later protect() with the stale name would fail).
+/// Re-protects with the registered options so changed; None when the table is not registered or
+/// no option names `old`.
 pub fn follow_column_rename(tbl: pg_sys::Oid, old: &str, new: &str) -> Option<String> {
     let rel = RelInfo::load(tbl);
     let mut options = load_registration(&rel)?.options?;
-    if !options.audit_exclude.iter().any(|c| c == old) {
+    let excluded = options.audit_exclude.iter().any(|c| c == old);
+    let timed = options.time_column.as_deref() == Some(old);
+    if !excluded && !timed {
         return None;
     }
     for c in options.audit_exclude.iter_mut() {
@@ -843,6 +847,9 @@ pub fn follow_column_rename(tbl: pg_sys::Oid, old: &str, new: &str) -> Option<St
         }
     }
     options.audit_exclude.dedup();
+    if timed {
+        options.time_column = Some(new.to_string());
+    }
     Some(protect_with(tbl, &options, false))
 }
 

@@ -258,6 +258,12 @@ INSERT INTO domstamp VALUES (1, 't1', 1, '2000-01-01');
 BEGIN;
 UPDATE domstamp SET v = 2 RETURNING updated_at = now() AS domain_stamped;
 COMMIT;
+-- The time window's column follows a rename the same way: protect() with the new name then
+-- changes nothing.
+CREATE TABLE windowed (id int PRIMARY KEY, tenant_id text, created_at timestamptz DEFAULT now());
+SELECT tenantguard.protect('windowed', time_window => '30 days', audit => false);
+ALTER TABLE windowed RENAME COLUMN created_at TO made_at;
+SELECT tenantguard.protect('windowed', time_window => '30 days', time_column => 'made_at', audit => false);
 -- A tenant whose setting spells its uuid differently (upper case, braces) still reads its
 -- audit rows, as it reads the table's rows.
 \c - tg_app
