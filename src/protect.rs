@@ -591,6 +591,60 @@ fn execute(plans: &[TablePlan]) -> String {
         .join("\n")
 }
 
+/// `extra_policies` entries may say restrictive as PostgreSQL does (`"as": "restrictive"`) or as
+/// `"restrictive": true`, and `"with_check"` for `"check"`: rewritten to the stored form
+/// (`"permissive"`, `"check"`). Contradicting or repeated keys are an error.
+fn extra_policy_aliases(v: serde_json::Value) -> Result<serde_json::Value, String> {
+    let serde_json::Value::Array(items) = v else {
+        return Ok(v);
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        let serde_json::Value::Object(mut o) = item else {
+            out.push(item);
+            continue;
+        };
+        let mut permissive: Vec<bool> = Vec::new();
+        if let Some(p) = o.remove("permissive") {
+            permissive.push(
+                p.as_bool()
+                    .ok_or("extra_policies: \"permissive\" must be true or false")?,
+            );
+        }
+        if let Some(r) = o.remove("restrictive") {
+            permissive.push(
+                !r.as_bool()
+                    .ok_or("extra_policies: \"restrictive\" must be true or false")?,
+            );
+        }
+        if let Some(a) = o.remove("as") {
+            match a.as_str().map(str::to_ascii_lowercase).as_deref() {
+                Some("permissive") => permissive.push(true),
+                Some("restrictive") => permissive.push(false),
+                _ => {
+                    return Err(
+                        "extra_policies: \"as\" must be \"permissive\" or \"restrictive\"".into(),
+                    )
+                }
+            }
+        }
+        if permissive.windows(2).any(|w| w[0] != w[1]) {
+            return Err("extra_policies: permissive and restrictive contradict each other".into());
+        }
+        if let Some(&p) = permissive.first() {
+            o.insert("permissive".into(), serde_json::Value::Bool(p));
+        }
+        if let Some(c) = o.remove("with_check") {
+            if o.contains_key("check") {
+                return Err("extra_policies: give \"check\" or \"with_check\", not both".into());
+            }
+            o.insert("check".into(), c);
+        }
+        out.push(serde_json::Value::Object(o));
+    }
+    Ok(serde_json::Value::Array(out))
+}
+
 /// Checks protect()'s arguments that do not depend on the table, and fills in the defaults.
 fn resolve_options(args: ProtectArgs) -> ProtectOptions {
     let invalid = |msg: String, hint: &str| -> ! {
@@ -669,6 +723,12 @@ fn resolve_options(args: ProtectArgs) -> ProtectOptions {
     let extra_policies = match args.extra_policies {
         None | Some(serde_json::Value::Null) => Vec::new(),
         Some(v) => {
+            let v = extra_policy_aliases(v).unwrap_or_else(|msg| {
+                invalid(
+                    msg,
+                    "Give either \"permissive\": true|false, \"restrictive\": true|false or \"as\": \"permissive\"|\"restrictive\", once.",
+                )
+            });
             let list: Vec<ExtraPolicy> = serde_json::from_value(v).unwrap_or_else(|e| {
                 invalid(
                     format!("extra_policies is not a list of policies: {e}"),

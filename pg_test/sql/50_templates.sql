@@ -129,12 +129,18 @@ SELECT tenantguard.protect('catalog', extra_policies => '{"name": "x"}');
 \echo sqlstate :LAST_ERROR_SQLSTATE
 SELECT tenantguard.protect('catalog', extra_policies => '[{"name": "Bad Name", "using": "true"}]');
 \echo sqlstate :LAST_ERROR_SQLSTATE
+SELECT tenantguard.protect('catalog', extra_policies => '[{"name": "x", "permissive": true, "as": "restrictive", "using": "true"}]');
+\echo sqlstate :LAST_ERROR_SQLSTATE
 SELECT count(*) = (SELECT count(*) FROM snap)
        AND NOT EXISTS (SELECT polname, pg_get_expr(polqual, polrelid) FROM pg_policy
                         WHERE polrelid = 'catalog'::regclass EXCEPT SELECT * FROM snap) AS unchanged
   FROM pg_policy WHERE polrelid = 'catalog'::regclass;
 SELECT to_regclass('tenants') IS NOT NULL AS tenants_still_there;
 DROP TABLE snap;
+-- extra_policies may say restrictive the way CREATE POLICY does, and with_check for check.
+SELECT tenantguard.protect('catalog', dry_run => true, extra_policies =>
+  '[{"name": "r1", "as": "RESTRICTIVE", "command": "UPDATE", "using": "true", "with_check": "name <> ''''"},
+    {"name": "r2", "restrictive": true, "command": "SELECT", "using": "true"}]') ~ 'AS RESTRICTIVE FOR UPDATE.*AS RESTRICTIVE FOR SELECT' AS aliases_understood;
 -- time_column defaults to created_at.
 SELECT tenantguard.protect('catalog', time_window => '30 days');
 SELECT policy_name, using_expr FROM tenantguard.policies('catalog') WHERE template = 'time_window';
