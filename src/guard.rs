@@ -171,6 +171,85 @@ crate::pg_finfo_v1!(pg_finfo_tenantguard_ddl_command_end);
 
 crate::pg_finfo_v1!(pg_finfo_tenantguard_sql_drop);
 
+crate::pg_finfo_v1!(pg_finfo_tenantguard_ddl_command_start);
+
+/// ddl_command_start (ALTER TABLE only): retyping or dropping the tenant column of a protected
+/// table is refused before PostgreSQL's own dependency errors, whose hints (DROP ... CASCADE)
+/// point the wrong way, with the one sanctioned way out.
+#[no_mangle]
+#[pg_guard]
+pub extern "C-unwind" fn tenantguard_ddl_command_start(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
+    let _internal = crate::slowlog::Internal::enter();
+    // SAFETY: checked to be an event trigger call.
+    let parsetree = unsafe { (*event_data(fcinfo)).parsetree };
+    if stand_aside() || !gucs::guard_enabled() || parsetree.is_null() {
+        return pg_sys::Datum::from(0);
+    }
+    // SAFETY: the statement's parse tree, read-only; every node's tag is checked before the cast.
+    let (relation, columns) = unsafe {
+        if (*parsetree).type_ != pg_sys::NodeTag::T_AlterTableStmt {
+            return pg_sys::Datum::from(0);
+        }
+        let stmt = parsetree as *mut pg_sys::AlterTableStmt;
+        let mut columns = Vec::new();
+        for cmd in list_nodes((*stmt).cmds) {
+            if cmd.is_null() || (*cmd).type_ != pg_sys::NodeTag::T_AlterTableCmd {
+                continue;
+            }
+            let cmd = cmd as *mut pg_sys::AlterTableCmd;
+            let retype = match (*cmd).subtype {
+                pg_sys::AlterTableType::AT_AlterColumnType => true,
+                pg_sys::AlterTableType::AT_DropColumn => false,
+                _ => continue,
+            };
+            if !(*cmd).name.is_null() {
+                columns.push((
+                    CStr::from_ptr((*cmd).name).to_string_lossy().into_owned(),
+                    retype,
+                ));
+            }
+        }
+        if columns.is_empty() {
+            return pg_sys::Datum::from(0);
+        }
+        ((*stmt).relation, columns)
+    };
+    // SAFETY: the statement's RangeVar.
+    let Some(relid) = (unsafe { range_var_oid(relation) }) else {
+        return pg_sys::Datum::from(0);
+    };
+    if is_allowed(relid) {
+        return pg_sys::Datum::from(0);
+    }
+    let Some(tenant_column) = protect::registered_tenant_column(relid) else {
+        return pg_sys::Datum::from(0);
+    };
+    if let Some((_, retype)) = columns.iter().find(|(c, _)| *c == tenant_column) {
+        let rel = RelInfo::load(relid);
+        ErrorReport::new(
+            if *retype {
+                PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE
+            } else {
+                PgSqlErrorCode::ERRCODE_DEPENDENT_OBJECTS_STILL_EXIST
+            },
+            format!(
+                "cannot {} tenant column \"{tenant_column}\" of table \"{}\": the table is protected by tenantguard",
+                if *retype { "change the type of" } else { "drop" },
+                rel.display()
+            ),
+            "tenantguard",
+        )
+        .set_hint(format!(
+            "To remove the protection first, call SELECT tenantguard.unprotect('{}').",
+            rel.qualified().replace('\'', "''")
+        ))
+        .report(PgLogLevel::ERROR);
+    }
+    pg_sys::Datum::from(0)
+}
+
 /// ddl_command_end: the guard's end-state check, then auto-protect.
 #[no_mangle]
 #[pg_guard]
@@ -777,6 +856,11 @@ CREATE EVENT TRIGGER tenantguard_ddl_command_end ON ddl_command_end
   EXECUTE FUNCTION tenantguard._ddl_command_end();
 CREATE EVENT TRIGGER tenantguard_sql_drop ON sql_drop
   EXECUTE FUNCTION tenantguard._sql_drop();
+CREATE FUNCTION tenantguard._ddl_command_start() RETURNS event_trigger
+LANGUAGE c AS 'MODULE_PATHNAME', 'tenantguard_ddl_command_start';
+CREATE EVENT TRIGGER tenantguard_ddl_command_start ON ddl_command_start
+  WHEN TAG IN ('ALTER TABLE')
+  EXECUTE FUNCTION tenantguard._ddl_command_start();
 "#,
     name = "event_triggers",
     finalize,

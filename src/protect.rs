@@ -1004,6 +1004,19 @@ pub fn is_recorded_policy(relid: pg_sys::Oid, policy: &str) -> bool {
     .unwrap_or(false)
 }
 
+/// The registered tenant column of a protected table.
+pub fn registered_tenant_column(tbl: pg_sys::Oid) -> Option<String> {
+    thread_local! {
+        static PLAN: OnceCell<OwnedPreparedStatement> = const { OnceCell::new() };
+    }
+    kept_first::<String>(
+        &PLAN,
+        "SELECT tenant_column::text FROM tenantguard.registry WHERE relid = $1",
+        &[OID],
+        &[tbl.into()],
+    )
+}
+
 fn is_registered(tbl: pg_sys::Oid) -> bool {
     thread_local! {
         static PLAN: OnceCell<OwnedPreparedStatement> = const { OnceCell::new() };

@@ -81,7 +81,10 @@ ALTER TABLE a_plain DROP COLUMN tenant_id CASCADE;
 \echo sqlstate :LAST_ERROR_SQLSTATE
 ALTER TABLE a_plain RENAME COLUMN tenant_id TO tenant;
 \echo sqlstate :LAST_ERROR_SQLSTATE
--- PostgreSQL itself refuses to retype a column that policies use.
+-- Retyping the tenant column, or dropping it without CASCADE, is refused before PostgreSQL's
+-- own dependency errors (whose hint says CASCADE), with the unprotect() hint.
+ALTER TABLE a_plain DROP COLUMN tenant_id;
+\echo sqlstate :LAST_ERROR_SQLSTATE
 ALTER TABLE a_plain ALTER COLUMN tenant_id TYPE varchar(20);
 \echo sqlstate :LAST_ERROR_SQLSTATE
 -- A multi-subcommand ALTER TABLE is judged by its end state.
