@@ -88,6 +88,14 @@ pub fn require_allowance(oid: pg_sys::Oid, what: &str) {
     .report(PgLogLevel::ERROR);
 }
 
+/// The hint of a refused drop or retype: unprotect() is the way out.
+fn unprotect_first_hint(rel: &RelInfo) -> String {
+    format!(
+        "To remove the protection first, call SELECT tenantguard.unprotect('{}').",
+        rel.qualified().replace('\'', "''")
+    )
+}
+
 /// The hint for a refused change: the usual one, or, when an earlier transaction of this session
 /// ran `_allow_change` for the table (a dry-run or unprotect_sql() script run statement by statement
 /// in autocommit), how to run that script.
@@ -241,10 +249,7 @@ pub extern "C-unwind" fn tenantguard_ddl_command_start(
             ),
             "tenantguard",
         )
-        .set_hint(format!(
-            "To remove the protection first, call SELECT tenantguard.unprotect('{}').",
-            rel.qualified().replace('\'', "''")
-        ))
+        .set_hint(unprotect_first_hint(&rel))
         .report(PgLogLevel::ERROR);
     }
     pg_sys::Datum::from(0)
@@ -608,13 +613,7 @@ fn guard_drops() {
             ),
             "tenantguard",
         )
-        .set_hint(refusal_hint(
-            oid,
-            format!(
-                "To remove the protection first, call SELECT tenantguard.unprotect('{}').",
-                rel.qualified().replace('\'', "''")
-            ),
-        ))
+        .set_hint(refusal_hint(oid, unprotect_first_hint(&rel)))
         .report(PgLogLevel::ERROR);
     }
 }

@@ -906,7 +906,6 @@ pub fn follow_column_rename(tbl: pg_sys::Oid, old: &str, new: &str) -> Option<St
             *c = new.to_string();
         }
     }
-    options.audit_exclude.dedup();
     if timed {
         options.time_column = Some(new.to_string());
     }
@@ -1018,16 +1017,7 @@ pub fn registered_tenant_column(tbl: pg_sys::Oid) -> Option<String> {
 }
 
 fn is_registered(tbl: pg_sys::Oid) -> bool {
-    thread_local! {
-        static PLAN: OnceCell<OwnedPreparedStatement> = const { OnceCell::new() };
-    }
-    kept_first::<bool>(
-        &PLAN,
-        "SELECT true FROM tenantguard.registry WHERE relid = $1",
-        &[OID],
-        &[tbl.into()],
-    )
-    .unwrap_or(false)
+    registered_tenant_column(tbl).is_some()
 }
 
 /// Drops the table's registry row: the last statement of unprotect() and its script.
