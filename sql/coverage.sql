@@ -19,6 +19,7 @@ RETURNS TABLE (
     exempt_reason  text)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
+SET row_security = on
 AS $$
 WITH setting AS (
     SELECT COALESCE(NULLIF(current_setting('tenantguard.tenant_column', true), ''),
@@ -120,6 +121,7 @@ COMMENT ON FUNCTION tenantguard.coverage() IS
 CREATE FUNCTION tenantguard.assert_coverage() RETURNS void
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
+SET row_security = on
 AS $$
 DECLARE
     bad text[];

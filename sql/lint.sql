@@ -19,6 +19,7 @@ CREATE FUNCTION tenantguard.lint()
 RETURNS TABLE (level text, code text, object text, detail text, fix text)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
+SET row_security = on
 AS $$
 WITH setting AS (
     SELECT COALESCE(NULLIF(current_setting('tenantguard.tenant_column', true), ''), 'tenant_id')::name AS col,
@@ -302,6 +303,7 @@ COMMENT ON FUNCTION tenantguard.lint() IS
 CREATE FUNCTION tenantguard.assert_lint(min_level text DEFAULT 'error') RETURNS void
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
+SET row_security = on
 AS $$
 DECLARE
     rank_min int;

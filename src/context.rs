@@ -22,6 +22,7 @@ pub fn tenant_value() -> Option<String> {
     if raw.is_null() {
         return None;
     }
+    // SAFETY: non-null, NUL-terminated, valid until the setting changes; copied at once.
     let value = unsafe { CStr::from_ptr(raw) }
         .to_string_lossy()
         .into_owned();
@@ -36,7 +37,7 @@ fn current_tenant() -> Option<String> {
 /// Sets the tenant for the transaction (`is_local`, the default) or the session. NULL or '' clears it.
 #[pg_extern(volatile, parallel_unsafe)]
 fn set_tenant(tenant: Option<&str>, is_local: default!(bool, true)) -> Option<String> {
-    let _internal = crate::slowlog::Internal::enter();
+    let _internal = crate::session::Internal::enter();
     // Applications call this once per request: the plan is kept per backend, not re-planned.
     thread_local! {
         static PLAN: OnceCell<OwnedPreparedStatement> = const { OnceCell::new() };
@@ -74,8 +75,12 @@ struct ParseCache {
     value: [u8; 16],
 }
 
+/// Entries kept at most. Policies name one or two settings; only a caller passing ever new setting
+/// names to tenant_uuid() and its siblings gets near it, and the cache then starts over.
+const MAX_PARSED: usize = 64;
+
 thread_local! {
-    // A handful of entries at most (settings x types), never removed.
+    // (setting, type) entries; emptied only when MAX_PARSED is reached.
     static PARSED: std::cell::RefCell<Vec<ParseCache>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
@@ -101,6 +106,9 @@ unsafe fn setting_of_call<'a>(
                 let Ok(cname) = CString::new(name) else {
                     return (usize::MAX, ptr::null());
                 };
+                if c.len() >= MAX_PARSED {
+                    c.clear();
+                }
                 c.push(ParseCache {
                     kind,
                     name: name.to_vec(),
@@ -111,7 +119,8 @@ unsafe fn setting_of_call<'a>(
                 c.len() - 1
             }
         };
-        // The CString's buffer stays put: entries are never removed or changed in place.
+        // The CString's buffer stays put until the cache is emptied, which happens only in this
+        // function: the pointer is used before the next call.
         (index, c[index].cname.as_ptr())
     });
     if cname.is_null() {

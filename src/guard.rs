@@ -10,54 +10,17 @@ use crate::catalog::{kept_select, RelInfo};
 use crate::errors::{raise, spi};
 use crate::gucs::{self, AutoProtect};
 use crate::protect;
+use crate::session::{allow, busy, is_allowed, was_allowed_earlier, Busy};
 use pgrx::pg_sys::panic::ErrorReport;
 use pgrx::prelude::*;
 use pgrx::spi::OwnedPreparedStatement;
 use pgrx::{PgBuiltInOids, PgOid};
-use std::cell::{Cell, OnceCell, RefCell};
+use std::cell::OnceCell;
 use std::ffi::CStr;
 
 thread_local! {
     static TOUCHED_PLAN: OnceCell<OwnedPreparedStatement> = const { OnceCell::new() };
     static CANDIDATES_PLAN: OnceCell<OwnedPreparedStatement> = const { OnceCell::new() };
-    /// Depth of tenantguard's own DDL (protect/unprotect): the triggers skip it.
-    static BUSY: Cell<u32> = const { Cell::new(0) };
-    /// Tables the current transaction may change outside protect()/unprotect(): the scripts from
-    /// dry runs and unprotect_sql() start with `_allow_change`. Keyed by local transaction id.
-    static ALLOWED: RefCell<(u32, Vec<pg_sys::Oid>)> = const { RefCell::new((0, Vec::new())) };
-}
-
-/// Marks tenantguard's own DDL for as long as it lives (also when an error unwinds).
-pub struct Busy;
-
-impl Busy {
-    pub fn enter() -> Busy {
-        BUSY.with(|b| b.set(b.get() + 1));
-        Busy
-    }
-}
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        BUSY.with(|b| b.set(b.get().saturating_sub(1)));
-    }
-}
-
-fn busy() -> bool {
-    BUSY.with(|b| b.get() > 0)
-}
-
-fn local_xid() -> u32 {
-    // SAFETY: MyProc is set for every backend that runs SQL.
-    unsafe { (*pg_sys::MyProc).lxid }
-}
-
-fn is_allowed(oid: pg_sys::Oid) -> bool {
-    let lxid = local_xid();
-    ALLOWED.with(|a| {
-        let a = a.borrow();
-        a.0 == lxid && a.1.contains(&oid)
-    })
 }
 
 /// The registry row of a protected table changes only inside protect()/unprotect(), or in the
@@ -100,12 +63,7 @@ fn unprotect_first_hint(rel: &RelInfo) -> String {
 /// ran `_allow_change` for the table (a dry-run or unprotect_sql() script run statement by statement
 /// in autocommit), how to run that script.
 fn refusal_hint(oid: pg_sys::Oid, usual: String) -> String {
-    let lxid = local_xid();
-    let earlier = ALLOWED.with(|a| {
-        let a = a.borrow();
-        a.0 != lxid && a.1.contains(&oid)
-    });
-    if earlier {
+    if was_allowed_earlier(oid) {
         "tenantguard._allow_change() ran in an earlier transaction: run the whole script from \
          protect(..., dry_run => true) or unprotect_sql() in one transaction (BEGIN; ... COMMIT; \
          or psql --single-transaction -f)."
@@ -119,7 +77,7 @@ fn refusal_hint(oid: pg_sys::Oid, usual: String) -> String {
 /// unprotect() (the first statement of their dry-run scripts). Only the table's owner may.
 #[pg_extern(volatile, parallel_unsafe)]
 fn _allow_change(tbl: pg_sys::Oid) {
-    let _internal = crate::slowlog::Internal::enter();
+    let _internal = crate::session::Internal::enter();
     let rel = RelInfo::load(tbl);
     if !rel.is_owner {
         raise(
@@ -134,23 +92,16 @@ fn _allow_change(tbl: pg_sys::Oid) {
             ),
         );
     }
-    let lxid = local_xid();
-    ALLOWED.with(|a| {
-        let mut a = a.borrow_mut();
-        if a.0 != lxid {
-            *a = (lxid, Vec::new());
-        }
-        if !a.1.contains(&tbl) {
-            a.1.push(tbl);
-        }
-    });
+    allow(tbl);
 }
 
-/// pg_dump scripts and pg_restore run with row_security = off; an application session never
-/// does (its queries on protected tables would fail).
+/// A restore: pg_dump scripts and pg_restore run with row_security = off, as a superuser (the
+/// README says to restore as one). An application session never runs with row_security = off
+/// (its queries on protected tables would fail), and a role that is not a superuser gets no
+/// pass from it: it could otherwise switch the guard off for itself with one SET.
 fn restoring() -> bool {
-    // SAFETY: a plain GUC variable of the server.
-    unsafe { !pg_sys::row_security }
+    // SAFETY: a plain GUC variable of the server, and a role check for the current user.
+    unsafe { !pg_sys::row_security && pg_sys::superuser() }
 }
 
 fn stand_aside() -> bool {
@@ -189,16 +140,26 @@ crate::pg_finfo_v1!(pg_finfo_tenantguard_ddl_command_start);
 pub extern "C-unwind" fn tenantguard_ddl_command_start(
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> pg_sys::Datum {
-    let _internal = crate::slowlog::Internal::enter();
+    let _internal = crate::session::Internal::enter();
     // SAFETY: checked to be an event trigger call.
     let parsetree = unsafe { (*event_data(fcinfo)).parsetree };
     if stand_aside() || !gucs::guard_enabled() || parsetree.is_null() {
         return pg_sys::Datum::from(0);
     }
-    // SAFETY: the statement's parse tree, read-only; every node's tag is checked before the cast.
-    let (relation, columns) = unsafe {
+    // SAFETY: the statement's parse tree.
+    crate::raw::with_row_security(|| unsafe { refuse_tenant_column_change(parsetree) });
+    pg_sys::Datum::from(0)
+}
+
+/// ALTER TABLE ... ALTER COLUMN ... TYPE or DROP COLUMN of a protected table's tenant column.
+///
+/// # Safety
+/// `parsetree` must be the statement's parse tree.
+unsafe fn refuse_tenant_column_change(parsetree: *mut pg_sys::Node) {
+    // Every node's tag is checked before the cast.
+    let (relation, columns) = {
         if (*parsetree).type_ != pg_sys::NodeTag::T_AlterTableStmt {
-            return pg_sys::Datum::from(0);
+            return;
         }
         let stmt = parsetree as *mut pg_sys::AlterTableStmt;
         let mut columns = Vec::new();
@@ -220,19 +181,18 @@ pub extern "C-unwind" fn tenantguard_ddl_command_start(
             }
         }
         if columns.is_empty() {
-            return pg_sys::Datum::from(0);
+            return;
         }
         ((*stmt).relation, columns)
     };
-    // SAFETY: the statement's RangeVar.
-    let Some(relid) = (unsafe { range_var_oid(relation) }) else {
-        return pg_sys::Datum::from(0);
+    let Some(relid) = range_var_oid(relation) else {
+        return;
     };
     if is_allowed(relid) {
-        return pg_sys::Datum::from(0);
+        return;
     }
     let Some(tenant_column) = protect::registered_tenant_column(relid) else {
-        return pg_sys::Datum::from(0);
+        return;
     };
     if let Some((_, retype)) = columns.iter().find(|(c, _)| *c == tenant_column) {
         let rel = RelInfo::load(relid);
@@ -252,7 +212,6 @@ pub extern "C-unwind" fn tenantguard_ddl_command_start(
         .set_hint(unprotect_first_hint(&rel))
         .report(PgLogLevel::ERROR);
     }
-    pg_sys::Datum::from(0)
 }
 
 /// ddl_command_end: the guard's end-state check, then auto-protect.
@@ -261,14 +220,25 @@ pub extern "C-unwind" fn tenantguard_ddl_command_start(
 pub extern "C-unwind" fn tenantguard_ddl_command_end(
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> pg_sys::Datum {
-    let _internal = crate::slowlog::Internal::enter();
+    let _internal = crate::session::Internal::enter();
     // SAFETY: checked to be an event trigger call.
     let parsetree = unsafe { (*event_data(fcinfo)).parsetree };
     if !stand_aside() && !parsetree.is_null() {
+        // SAFETY: the statement's parse tree, non-null.
+        crate::raw::with_row_security(|| unsafe { ddl_command_end(parsetree) });
+    }
+    pg_sys::Datum::from(0)
+}
+
+/// The guard's end-state check, then auto-protect.
+///
+/// # Safety
+/// `parsetree` must be the statement's parse tree, non-null.
+unsafe fn ddl_command_end(parsetree: *mut pg_sys::Node) {
+    {
         // Only these statements can switch an existing table's protection off; everything else
         // (CREATE TABLE above all) skips the guard's catalog query.
-        // SAFETY: a parse tree node from the server.
-        let tag = unsafe { (*parsetree).type_ };
+        let tag = (*parsetree).type_;
         if tag == pg_sys::NodeTag::T_RenameStmt {
             follow_column_rename(parsetree);
         }
@@ -291,25 +261,27 @@ pub extern "C-unwind" fn tenantguard_ddl_command_end(
             auto_protect(parsetree, mode);
         }
     }
-    pg_sys::Datum::from(0)
 }
 
 /// sql_drop: forget dropped tables; refuse dropping what protects a table that stays.
 #[no_mangle]
 #[pg_guard]
 pub extern "C-unwind" fn tenantguard_sql_drop(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
-    let _internal = crate::slowlog::Internal::enter();
+    let _internal = crate::session::Internal::enter();
     // SAFETY: only checks that this is an event trigger call.
     unsafe { event_data(fcinfo) };
-    if !busy() && !restoring() && gucs::guard_enabled() {
-        guard_drops();
-    }
-    // Always, even during a restore or with the guard off: a dropped table's row must go.
-    spi(Spi::run(
-        "SELECT tenantguard._forget(ARRAY(
-             SELECT objid FROM pg_catalog.pg_event_trigger_dropped_objects()
-              WHERE classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND objsubid = 0))",
-    ));
+    let guarding = !busy() && !restoring() && gucs::guard_enabled();
+    crate::raw::with_row_security(|| {
+        if guarding {
+            guard_drops();
+        }
+        // Always, even during a restore or with the guard off: a dropped table's row must go.
+        spi(Spi::run(
+            "SELECT tenantguard._forget(ARRAY(
+                 SELECT objid FROM pg_catalog.pg_event_trigger_dropped_objects()
+                  WHERE classid = 'pg_catalog.pg_class'::pg_catalog.regclass AND objsubid = 0))",
+        ));
+    });
     pg_sys::Datum::from(0)
 }
 
@@ -346,11 +318,17 @@ unsafe fn range_var_oid(rv: *mut pg_sys::RangeVar) -> Option<pg_sys::Oid> {
 
 /// The tables a `GRANT` that can include TRUNCATE or REFERENCES names (`ALL PRIVILEGES`, or the
 /// privileges listed), or `None` for any other statement. `ALL TABLES IN SCHEMA` gives schemas.
-fn truncate_references_grant(
+///
+/// # Safety
+/// `parsetree` must be the statement's parse tree, non-null.
+unsafe fn truncate_references_grant(
     parsetree: *mut pg_sys::Node,
 ) -> Option<(Vec<pg_sys::Oid>, Vec<String>)> {
-    // SAFETY: parse tree nodes from the server, checked for their tag before the cast.
+    // SAFETY: parse tree nodes from the server, each checked for its tag before the cast.
     unsafe {
+        if (*parsetree).type_ != pg_sys::NodeTag::T_GrantStmt {
+            return None;
+        }
         let g = parsetree as *mut pg_sys::GrantStmt;
         if !(*g).is_grant || (*g).objtype != pg_sys::ObjectType::OBJECT_TABLE {
             return None;
@@ -393,7 +371,10 @@ fn truncate_references_grant(
 /// After `GRANT ALL` (or TRUNCATE / REFERENCES) on protected tables, takes those two back from
 /// everyone but the owner: row level security does not cover TRUNCATE, and REFERENCES lets a role
 /// probe other tenants' keys with foreign keys. A NOTICE says so; the rest of the GRANT stands.
-fn take_back_truncate_references(parsetree: *mut pg_sys::Node) {
+///
+/// # Safety
+/// `parsetree` must be the statement's parse tree, non-null.
+unsafe fn take_back_truncate_references(parsetree: *mut pg_sys::Node) {
     let Some((tables, schemas)) = truncate_references_grant(parsetree) else {
         return;
     };
@@ -432,7 +413,10 @@ fn take_back_truncate_references(parsetree: *mut pg_sys::Node) {
 }
 
 /// The table and policy of an `ALTER POLICY` or `ALTER POLICY ... RENAME TO`.
-fn altered_policy(parsetree: *mut pg_sys::Node) -> Option<(pg_sys::Oid, String)> {
+///
+/// # Safety
+/// `parsetree` must be the statement's parse tree, non-null.
+unsafe fn altered_policy(parsetree: *mut pg_sys::Node) -> Option<(pg_sys::Oid, String)> {
     // SAFETY: parse tree nodes from the server, checked for their tag before the cast.
     unsafe {
         let (rv, name) = match (*parsetree).type_ {
@@ -482,9 +466,15 @@ fn refuse_policy_change(relid: pg_sys::Oid, policy: &str) {
 }
 
 /// `ALTER TABLE ... RENAME COLUMN`: audit_exclude and time_column entries follow their column.
-fn follow_column_rename(parsetree: *mut pg_sys::Node) {
-    // SAFETY: a RenameStmt from the server, read-only.
+///
+/// # Safety
+/// `parsetree` must be the statement's parse tree, non-null.
+unsafe fn follow_column_rename(parsetree: *mut pg_sys::Node) {
+    // SAFETY: the statement's parse tree, read-only, checked to be a RenameStmt before the cast.
     let (relid, old, new) = unsafe {
+        if (*parsetree).type_ != pg_sys::NodeTag::T_RenameStmt {
+            return;
+        }
         let stmt = parsetree as *mut pg_sys::RenameStmt;
         if (*stmt).renameType != pg_sys::ObjectType::OBJECT_COLUMN
             || (*stmt).subname.is_null()
@@ -624,7 +614,10 @@ fn guard_drops() {
 ///
 /// Read from the statement's parse tree, so that the common case (a table without the tenant
 /// column) costs no catalog query at all.
-fn gained_tenant_column(parsetree: *mut pg_sys::Node, column: &str) -> Vec<pg_sys::Oid> {
+///
+/// # Safety
+/// `parsetree` must be the statement's parse tree, non-null.
+unsafe fn gained_tenant_column(parsetree: *mut pg_sys::Node, column: &str) -> Vec<pg_sys::Oid> {
     let mut out = Vec::new();
     // SAFETY: the parse tree of the statement that fired the trigger, read-only; every node is
     // checked for its tag before it is cast.
@@ -741,7 +734,9 @@ fn created_tables() -> Vec<pg_sys::Oid> {
     }))
 }
 
-fn auto_protect(parsetree: *mut pg_sys::Node, mode: AutoProtect) {
+/// # Safety
+/// `parsetree` must be the statement's parse tree, non-null.
+unsafe fn auto_protect(parsetree: *mut pg_sys::Node, mode: AutoProtect) {
     let column = gucs::tenant_column();
     let mut candidates = gained_tenant_column(parsetree, &column);
     if candidates.is_empty() {

@@ -570,7 +570,7 @@ fn render_script(plans: &[TablePlan]) -> String {
 }
 
 fn execute(plans: &[TablePlan]) -> String {
-    let _busy = crate::guard::Busy::enter();
+    let _busy = crate::session::Busy::enter();
     for p in plans {
         for s in &p.sql {
             // Each generated statement must be exactly one statement: SPI would run them all.
@@ -807,7 +807,7 @@ fn resolve_options(args: ProtectArgs) -> ProtectOptions {
 
 #[pg_extern(volatile, parallel_unsafe)]
 fn _protect(tbl: pg_sys::Oid, args: JsonB) -> String {
-    let _internal = crate::slowlog::Internal::enter();
+    let _internal = crate::session::Internal::enter();
     let args: ProtectArgs = match serde_json::from_value(args.0) {
         Ok(a) => a,
         Err(e) => raise(
@@ -1023,15 +1023,17 @@ fn is_registered(tbl: pg_sys::Oid) -> bool {
 /// Drops the table's registry row: the last statement of unprotect() and its script.
 #[pg_extern(volatile, parallel_unsafe)]
 fn _unregister(tbl: pg_sys::Oid) {
-    let _internal = crate::slowlog::Internal::enter();
-    if !is_registered(tbl) {
-        return;
-    }
-    crate::guard::require_allowance(tbl, "drop");
-    spi(Spi::run_with_args(
-        "DELETE FROM tenantguard.registry WHERE relid = $1",
-        &[tbl.into()],
-    ));
+    let _internal = crate::session::Internal::enter();
+    crate::raw::with_row_security(|| {
+        if !is_registered(tbl) {
+            return;
+        }
+        crate::guard::require_allowance(tbl, "drop");
+        spi(Spi::run_with_args(
+            "DELETE FROM tenantguard.registry WHERE relid = $1",
+            &[tbl.into()],
+        ));
+    })
 }
 
 /// Records a table after protect() created its policies (the last statement of protect()'s plan
@@ -1048,7 +1050,29 @@ fn _register(
     rls_was_enabled: bool,
     rls_was_forced: bool,
 ) {
-    let _internal = crate::slowlog::Internal::enter();
+    let _internal = crate::session::Internal::enter();
+    crate::raw::with_row_security(|| {
+        register(
+            tbl,
+            tenant_column,
+            options,
+            policies,
+            triggers,
+            rls_was_enabled,
+            rls_was_forced,
+        )
+    })
+}
+
+fn register(
+    tbl: pg_sys::Oid,
+    tenant_column: &str,
+    options: JsonB,
+    policies: JsonB,
+    triggers: Vec<String>,
+    rls_was_enabled: bool,
+    rls_was_forced: bool,
+) {
     if is_registered(tbl) {
         crate::guard::require_allowance(tbl, "rewrite");
     }
@@ -1126,7 +1150,7 @@ fn unprotect_plans(tbl: pg_sys::Oid) -> Option<Vec<TablePlan>> {
 
 #[pg_extern(volatile, parallel_unsafe)]
 fn _unprotect(tbl: pg_sys::Oid, dry_run: bool) -> String {
-    let _internal = crate::slowlog::Internal::enter();
+    let _internal = crate::session::Internal::enter();
     match unprotect_plans(tbl) {
         Some(plans) if dry_run => render_script(&plans),
         Some(plans) => execute(&plans),
@@ -1148,7 +1172,7 @@ fn _unprotect(tbl: pg_sys::Oid, dry_run: bool) -> String {
 
 #[pg_extern(volatile, parallel_unsafe)]
 fn _exempt(tbl: pg_sys::Oid, reason: Option<&str>) -> String {
-    let _internal = crate::slowlog::Internal::enter();
+    let _internal = crate::session::Internal::enter();
     let rel = RelInfo::load(tbl);
     rel.check_protectable("exempt");
     let Some(reason) = reason else {
@@ -1181,7 +1205,7 @@ fn _exempt(tbl: pg_sys::Oid, reason: Option<&str>) -> String {
 
 #[pg_extern(volatile, parallel_unsafe)]
 fn _unexempt(tbl: pg_sys::Oid) -> String {
-    let _internal = crate::slowlog::Internal::enter();
+    let _internal = crate::session::Internal::enter();
     let rel = RelInfo::load(tbl);
     rel.check_protectable("unexempt");
     let removed = spi(Spi::connect_mut(|client| {
@@ -1206,12 +1230,14 @@ extension_sql!(
     r#"
 CREATE FUNCTION tenantguard.exempt(tbl regclass, reason text) RETURNS text
 LANGUAGE sql VOLATILE
+SET row_security = on
 AS $$ SELECT tenantguard._exempt(tbl, reason) $$;
 COMMENT ON FUNCTION tenantguard.exempt(regclass, text) IS
   'Record a deliberate exception: the table stays unprotected, auto-protect skips it, coverage() shows it as exempt.';
 
 CREATE FUNCTION tenantguard.unexempt(tbl regclass) RETURNS text
 LANGUAGE sql VOLATILE
+SET row_security = on
 AS $$ SELECT tenantguard._unexempt(tbl) $$;
 
 CREATE FUNCTION tenantguard.protect(
@@ -1232,6 +1258,7 @@ CREATE FUNCTION tenantguard.protect(
 RETURNS text
 LANGUAGE sql VOLATILE
 SET intervalstyle = 'postgres'
+SET row_security = on
 AS $$
   SELECT tenantguard._protect(tbl, pg_catalog.jsonb_build_object(
            'tenant_column', tenant_column,
@@ -1256,6 +1283,7 @@ RETURNS TABLE (policy_name name, template text, command text, kind text, roles n
                using_expr text, check_expr text, present boolean)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
+SET row_security = on
 AS $$
   SELECT (x.p ->> 'name')::name, x.p ->> 'template', x.p ->> 'command',
          CASE WHEN (x.p ->> 'permissive')::boolean THEN 'permissive' ELSE 'restrictive' END,
@@ -1275,12 +1303,14 @@ COMMENT ON FUNCTION tenantguard.policies(regclass) IS
 
 CREATE FUNCTION tenantguard.unprotect(tbl regclass) RETURNS text
 LANGUAGE sql VOLATILE
+SET row_security = on
 AS $$ SELECT tenantguard._unprotect(tbl, false) $$;
 COMMENT ON FUNCTION tenantguard.unprotect(regclass) IS
   'Remove exactly what protect() created; policies written by users stay.';
 
 CREATE FUNCTION tenantguard.unprotect_sql(tbl regclass) RETURNS text
 LANGUAGE sql VOLATILE
+SET row_security = on
 AS $$ SELECT tenantguard._unprotect(tbl, true) $$;
 COMMENT ON FUNCTION tenantguard.unprotect_sql(regclass) IS
   'The SQL unprotect() would run, for the rollback half of a migration.';

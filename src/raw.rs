@@ -10,6 +10,14 @@ use pgrx::pg_sys::{
 };
 use std::ffi::{c_char, c_int, c_void};
 
+/// The backend's local transaction id (`MyProc->lxid`).
+///
+/// # Safety
+/// MyProc must be set (any backend that runs SQL).
+pub unsafe fn my_local_xid() -> u32 {
+    (*pgrx::pg_sys::MyProc).lxid
+}
+
 extern "C-unwind" {
     pub fn GetCurrentTimestamp() -> TimestampTz;
     pub fn GetCurrentStatementStartTimestamp() -> TimestampTz;
@@ -41,4 +49,37 @@ extern "C-unwind" {
     pub fn palloc(size: usize) -> *mut c_void;
     /// May raise (out of memory).
     pub fn cstring_to_text_with_len(s: *const c_char, len: c_int) -> *mut varlena;
+}
+
+/// Runs `f` with `row_security = on`, as a function's `SET row_security = on` clause would, when
+/// the session has turned it off. tenantguard's own queries read its registry, which has row
+/// level security; with `row_security = off` PostgreSQL refuses such a query outright (42501) for
+/// a role that does not bypass row level security, so the guard and the API would fail for the
+/// wrong reason. Turning it on for tenantguard's own work is always safe: `on` is the setting
+/// under which policies apply.
+pub fn with_row_security<R>(f: impl FnOnce() -> R) -> R {
+    // SAFETY: a plain GUC variable of the server.
+    if unsafe { pgrx::pg_sys::row_security } {
+        return f();
+    }
+    // SAFETY: the same calls a function's SET clause makes (fmgr_security_definer). On an ERROR
+    // inside `f`, the (sub)transaction abort pops this nesting level and restores the setting.
+    let level = unsafe {
+        let level = pgrx::pg_sys::NewGUCNestLevel();
+        pgrx::pg_sys::set_config_option(
+            c"row_security".as_ptr(),
+            c"on".as_ptr(),
+            pgrx::pg_sys::GucContext::PGC_USERSET,
+            pgrx::pg_sys::GucSource::PGC_S_SESSION,
+            pgrx::pg_sys::GucAction::GUC_ACTION_SAVE,
+            true,
+            pgrx::PgLogLevel::ERROR as i32,
+            false,
+        );
+        level
+    };
+    let out = f();
+    // SAFETY: pops the nesting level opened above, restoring row_security = off.
+    unsafe { pgrx::pg_sys::AtEOXact_GUC(true, level) };
+    out
 }

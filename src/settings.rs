@@ -173,6 +173,7 @@ mod tests {
         let value = super::named_setting(0);
         // SAFETY: NULL or the setting's current string.
         (!value.is_null()).then(|| {
+            // SAFETY: non-null: the setting's current NUL-terminated string.
             unsafe { CStr::from_ptr(value) }
                 .to_string_lossy()
                 .into_owned()
