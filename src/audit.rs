@@ -139,7 +139,8 @@ enum TenantText {
     Output(*mut pg_sys::FmgrInfo),
 }
 
-/// Where audit rows go: tenantguard.audit_log, and how to write into it.
+/// Where audit rows go: tenantguard._audit_log (read through the view audit_log), and how to
+/// write into it.
 struct AuditTarget {
     oid: pg_sys::Oid,
     seq: pg_sys::Oid,
@@ -299,7 +300,7 @@ fn register_callback() {
     });
 }
 
-/// tenantguard.audit_log and its indexes, opened once per transaction under the transaction's
+/// tenantguard._audit_log and its indexes, opened once per transaction under the transaction's
 /// resource owner (not the statement's), closed before commit.
 struct OpenAudit {
     oid: pg_sys::Oid,
@@ -876,6 +877,7 @@ fn audit_meta(rel: pg_sys::Relation, trigger: *const pg_sys::Trigger) -> Rc<Audi
     if let Some(m) = AUDIT_META.with(|m| m.borrow().get(&key).cloned()) {
         return m;
     }
+    // SAFETY: the trigger of this trigger call.
     let meta = Rc::new(build_audit_meta(rel, &unsafe { trigger_args(trigger) }));
     AUDIT_META.with(|m| m.borrow_mut().insert(key, meta.clone()));
     meta
@@ -885,12 +887,12 @@ fn build_target() -> AuditTarget {
     // SAFETY: catalog lookups by name.
     let oid = unsafe {
         let nsp = pg_sys::get_namespace_oid(c"tenantguard".as_ptr(), false);
-        pg_sys::get_relname_relid(c"audit_log".as_ptr(), nsp)
+        pg_sys::get_relname_relid(c"_audit_log".as_ptr(), nsp)
     };
     if oid == pg_sys::InvalidOid {
         raise(
             PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
-            "tenantguard.audit_log does not exist",
+            "tenantguard._audit_log does not exist",
             "Reinstall the extension, or unprotect() the table to detach its audit trigger.",
         );
     }
@@ -906,7 +908,7 @@ fn build_target() -> AuditTarget {
                                    AND (i.indexprs IS NOT NULL OR i.indpred IS NOT NULL
                                         OR i.indisexclusion OR NOT i.indimmediate
                                         OR NOT i.indisready)),
-                COALESCE(pg_catalog.pg_get_serial_sequence('tenantguard.audit_log', 'id')::pg_catalog.regclass::oid, 0)
+                COALESCE(pg_catalog.pg_get_serial_sequence('tenantguard._audit_log', 'id')::pg_catalog.regclass::oid, 0)
            FROM pg_catalog.pg_class c WHERE c.oid = $1",
         &[OID],
         &[oid.into()],
@@ -947,7 +949,7 @@ fn build_target() -> AuditTarget {
             let cols: Vec<&str> = FIELDS.iter().map(|(n, _)| *n).collect();
             let params: Vec<String> = (1..=FIELDS.len()).map(|i| format!("${i}")).collect();
             let sql = CString::new(format!(
-                "INSERT INTO tenantguard.audit_log ({}) VALUES ({})",
+                "INSERT INTO tenantguard._audit_log ({}) VALUES ({})",
                 cols.join(", "),
                 params.join(", ")
             ))
@@ -959,7 +961,7 @@ fn build_target() -> AuditTarget {
                 pg_sys::SPI_finish();
                 raise(
                     PgSqlErrorCode::ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
-                    "tenantguard.audit_log does not accept audit rows",
+                    "tenantguard._audit_log does not accept audit rows",
                     "Its columns must keep the names and types CREATE EXTENSION gave them.",
                 );
             }
@@ -1128,9 +1130,37 @@ unsafe fn write_row(rel: pg_sys::Relation, row: AuditRow) {
             raise(
                 PgSqlErrorCode::ERRCODE_INTERNAL_ERROR,
                 format!("tenantguard could not write an audit row (SPI code {rc})"),
-                "Check that tenantguard.audit_log accepts inserts from its owner.",
+                "Check that tenantguard._audit_log accepts inserts from its owner.",
             );
         }
+    }
+}
+
+/// The session's tenant for a TRUNCATE row, written as the table's tenant column prints it (a
+/// uuid in lower case, a number without leading zeros), as row operations write it; text that is
+/// not a value of that type is written as it is.
+///
+/// # Safety
+/// `rel` must be the open relation the trigger fired for.
+unsafe fn truncate_tenant(rel: pg_sys::Relation, setting: Vec<u8>) -> Vec<u8> {
+    let Some((_, column, _)) = registry_facts((*rel).rd_id) else {
+        return setting;
+    };
+    let base = live_attributes((*rel).rd_att)
+        .into_iter()
+        .find(|(_, a)| attname(a) == column)
+        .map(|(_, a)| pg_sys::getBaseType(a.atttypid));
+    let text = String::from_utf8_lossy(&setting);
+    match base {
+        Some(pg_sys::UUIDOID) => uuid::Uuid::try_parse(text.trim())
+            .map(|u| u.hyphenated().to_string().into_bytes())
+            .unwrap_or(setting),
+        Some(pg_sys::INT2OID | pg_sys::INT4OID | pg_sys::INT8OID) => text
+            .trim()
+            .parse::<i64>()
+            .map(|n| n.to_string().into_bytes())
+            .unwrap_or(setting),
+        _ => setting,
     }
 }
 
@@ -1167,7 +1197,7 @@ crate::pg_finfo_v1!(pg_finfo_tenantguard_set_updated_at);
 #[no_mangle]
 #[pg_guard]
 pub extern "C-unwind" fn tenantguard_audit(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
-    let _internal = crate::slowlog::Internal::enter();
+    let _internal = crate::session::Internal::enter();
     // SAFETY: everything below reads the TriggerData the server passed for this call.
     unsafe {
         let td = trigger_data(fcinfo, "audit");
@@ -1183,7 +1213,8 @@ pub extern "C-unwind" fn tenantguard_audit(fcinfo: pg_sys::FunctionCallInfo) -> 
         let op = event & TRIGGER_EVENT_OPMASK;
         if op == TRIGGER_EVENT_TRUNCATE || event & TRIGGER_EVENT_ROW == 0 {
             if op == TRIGGER_EVENT_TRUNCATE {
-                let tenant = crate::context::tenant_value().map(|t| text_datum(t.as_bytes()));
+                let tenant = crate::context::tenant_value()
+                    .map(|t| text_datum(&truncate_tenant(rel, t.into_bytes())));
                 write_row(
                     rel,
                     AuditRow {
@@ -1281,17 +1312,14 @@ fn build_updated_at_meta(rel: pg_sys::Relation, args: &[String]) -> UpdatedAtMet
     // The column (a domain counts as its base type). When a later ALTER TABLE dropped, renamed or
     // retyped it, the trigger does nothing rather than fail every UPDATE of the table; protect()
     // run again detaches it.
-    let target = atts
-        .iter()
-        .find(|(_, a)| attname(a) == column)
-        // SAFETY: catalog lookup.
-        .and_then(
-            |(index, att)| match unsafe { pg_sys::getBaseType(att.atttypid) } {
-                pg_sys::TIMESTAMPTZOID => Some((*index, true)),
-                pg_sys::TIMESTAMPOID => Some((*index, false)),
-                _ => None,
-            },
-        );
+    let target = atts.iter().find(|(_, a)| attname(a) == column).and_then(
+        // SAFETY: a catalog lookup of the column's type.
+        |(index, att)| match unsafe { pg_sys::getBaseType(att.atttypid) } {
+            pg_sys::TIMESTAMPTZOID => Some((*index, true)),
+            pg_sys::TIMESTAMPOID => Some((*index, false)),
+            _ => None,
+        },
+    );
     UpdatedAtMeta {
         target,
         skip_noop,

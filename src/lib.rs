@@ -3,6 +3,8 @@
 //! `protect()` turns a table into a tenant-isolated one, `coverage()` says which tables are, and
 //! the modules below hold one capability each.
 
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 use pgrx::prelude::*;
 
 /// Declares the version-1 calling convention record for a C function the SQL declares directly.
@@ -20,13 +22,16 @@ macro_rules! pg_finfo_v1 {
 }
 
 mod audit;
+mod audit_read;
 mod catalog;
 mod context;
 mod errors;
 mod guard;
 mod gucs;
+mod privileges;
 mod protect;
 mod raw;
+mod session;
 mod settings;
 mod slowlog;
 mod sqlcheck;
@@ -44,12 +49,13 @@ extension_sql_file!(
 extension_sql_file!(
     "../sql/audit.sql",
     name = "audit",
-    requires = ["bootstrap", current_tenant]
+    requires = ["bootstrap", current_tenant, _audit_sees_all, _reader]
 );
 extension_sql_file!("../sql/lint.sql", name = "lint", requires = ["bootstrap"]);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
+    session::init();
     gucs::init();
     slowlog::init();
 }

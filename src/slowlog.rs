@@ -13,7 +13,9 @@
 use crate::catalog::kept_first;
 use crate::errors::{raise, spi};
 use crate::gucs;
+use crate::privileges;
 use crate::raw;
+use crate::session;
 use crate::settings::named_setting;
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
 use pgrx::prelude::*;
@@ -118,9 +120,15 @@ struct Running {
     active_since: i64,
     tenant: ([u8; NAME_MAX], u16),
     app_user: ([u8; NAME_MAX], u16),
+    /// The statement's source text, its location and length in it. For a top-level statement the
+    /// text belongs to the client's message (or the portal's own copy of it) and outlives the
+    /// statement and its abort; a nested statement's text belongs to its caller (a PL/pgSQL
+    /// EXECUTE string, say), which may free it before the abort callbacks run, so it is copied
+    /// into `copied` when the statement starts and `source` is null.
     source: *const std::ffi::c_char,
     location: i32,
     length: i32,
+    copied: Option<Box<[u8]>>,
     queryid: u64,
     /// CALL or DO: a procedure that may COMMIT or ROLLBACK while it runs.
     procedure: bool,
@@ -129,29 +137,11 @@ struct Running {
 thread_local! {
     /// Executor/utility nesting depth, as pg_stat_statements counts it.
     static NESTING: Cell<u32> = const { Cell::new(0) };
-    /// tenantguard's own statements (its functions' SPI, the flush, the worker): never recorded.
-    static INTERNAL: Cell<u32> = const { Cell::new(0) };
     static RUNNING: RefCell<Vec<Running>> = const { RefCell::new(Vec::new()) };
     /// At each open subtransaction: (nesting, number of running statements) when it started.
     static SUBXACTS: RefCell<Vec<(u32, usize)>> = const { RefCell::new(Vec::new()) };
     /// SQLSTATE of the last ERROR reported (emit_log_hook), for the abort that follows it.
     static LAST_ERROR: Cell<Option<i32>> = const { Cell::new(None) };
-}
-
-/// Marks tenantguard's own work for as long as it lives: statements run meanwhile are not recorded.
-pub struct Internal;
-
-impl Internal {
-    pub fn enter() -> Internal {
-        INTERNAL.with(|i| i.set(i.get() + 1));
-        Internal
-    }
-}
-
-impl Drop for Internal {
-    fn drop(&mut self) {
-        INTERNAL.with(|i| i.set(i.get().saturating_sub(1)));
-    }
 }
 
 fn entry_size() -> usize {
@@ -278,7 +268,7 @@ fn tracked(level: u32) -> bool {
     // SAFETY: a plain global of the backend.
     threshold >= 0
         && (level == 0 || gucs::slow_query_track_all())
-        && INTERNAL.with(|i| i.get() == 0)
+        && !session::internal()
         && unsafe { pg_sys::ParallelWorkerNumber } < 0
 }
 
@@ -330,7 +320,7 @@ fn from_tenantguard_function(source: *const std::ffi::c_char) -> bool {
                 r.set(true);
             }
         });
-        let _internal = Internal::enter();
+        let _internal = session::Internal::enter();
         let bodies: Vec<String> = Spi::connect(|client| {
             client
                 .select(
@@ -381,22 +371,53 @@ fn from_tenantguard_function(source: *const std::ffi::c_char) -> bool {
 // runs in #[pg_guard] functions, and the frames an ERROR from there passes through own nothing that
 // needs dropping.
 
-fn begin(
+/// The statement's own text within its source string (a string may hold several statements).
+///
+/// # Safety
+/// `source` must be null or a NUL-terminated string that stays valid while the result is used.
+unsafe fn statement_text<'a>(
+    source: *const std::ffi::c_char,
+    location: i32,
+    length: i32,
+) -> &'a [u8] {
+    if source.is_null() {
+        return b"";
+    }
+    let all = CStr::from_ptr(source).to_bytes();
+    let start = (location.max(0) as usize).min(all.len());
+    let end = if location >= 0 && length > 0 {
+        (start + length as usize).min(all.len())
+    } else {
+        all.len()
+    };
+    all[start..end].trim_ascii()
+}
+
+/// # Safety
+/// `source` must be null or the statement's NUL-terminated source text, valid during the call;
+/// `stmt` null or its plan.
+unsafe fn begin(
     key: usize,
     source: *const std::ffi::c_char,
     stmt: *const pg_sys::PlannedStmt,
     active: bool,
+    nested: bool,
 ) -> Running {
-    // SAFETY: the statement's plan, read for its location and query id.
-    let (location, length, queryid) = unsafe {
-        if stmt.is_null() {
-            (-1, 0, 0)
-        } else {
-            ((*stmt).stmt_location, (*stmt).stmt_len, (*stmt).queryId)
-        }
+    let (location, length, queryid) = if stmt.is_null() {
+        (-1, 0, 0)
+    } else {
+        ((*stmt).stmt_location, (*stmt).stmt_len, (*stmt).queryId)
     };
-    // SAFETY: a clock read.
-    let started_at = unsafe { raw::GetCurrentTimestamp() };
+    let started_at = raw::GetCurrentTimestamp();
+    // A nested statement's text is copied now, while it is valid (see Running::source), cut to
+    // what an entry keeps.
+    let (source, copied) = if nested {
+        let text = statement_text(source, location, length);
+        let keep = clip(text, TEXT_MAX);
+        (ptr::null(), Some(Box::from(&text[..keep])))
+    } else {
+        (source, None)
+    };
     Running {
         key,
         started_at,
@@ -407,6 +428,7 @@ fn begin(
         source,
         location,
         length,
+        copied,
         queryid,
         procedure: false,
     }
@@ -456,18 +478,11 @@ unsafe extern "C-unwind" fn record(
 ) {
     let run = &*run;
     let sqlstate = *sqlstate;
-    let mut text: &[u8] = b"";
-    if !run.source.is_null() {
-        // SAFETY: the statement's source text, NUL-terminated; it outlives the statement.
-        let all = unsafe { CStr::from_ptr(run.source) }.to_bytes();
-        let start = (run.location.max(0) as usize).min(all.len());
-        let end = if run.location >= 0 && run.length > 0 {
-            (start + run.length as usize).min(all.len())
-        } else {
-            all.len()
-        };
-        text = all[start..end].trim_ascii();
-    }
+    let text: &[u8] = match &run.copied {
+        Some(copy) => copy,
+        // SAFETY: a top-level statement's source text outlives the statement (see Running).
+        None => statement_text(run.source, run.location, run.length),
+    };
     let limit = (gucs::slow_query_text_limit() as usize).min(TEXT_MAX);
     let qlen = clip(text, limit);
     // SAFETY: the ring is attached; the lock guards every slot and `next`.
@@ -654,6 +669,7 @@ unsafe fn start_statement(query_desc: *mut pg_sys::QueryDesc, eflags: i32) {
             (*query_desc).sourceText,
             (*query_desc).plannedstmt,
             false,
+            level > 0,
         ));
     }
 }
@@ -725,7 +741,7 @@ unsafe fn start_utility(pstmt: *mut pg_sys::PlannedStmt, query_string: *const st
         && tracked(level)
         && (level == 0 || !nested_from_tenantguard(query_string))
     {
-        let mut run = begin(pstmt as usize, query_string, pstmt, true);
+        let mut run = begin(pstmt as usize, query_string, pstmt, true, level > 0);
         run.procedure = !utility.is_null()
             && matches!(
                 (*utility).type_,
@@ -792,15 +808,11 @@ fn require_preload(what: &str) {
     }
 }
 
-fn is_admin() -> bool {
-    // SAFETY: role lookups for the current user.
-    unsafe {
-        if pg_sys::superuser() {
-            return true;
-        }
-        let admin = pg_sys::get_role_oid(c"tenantguard_admin".as_ptr(), true);
-        admin != pg_sys::InvalidOid && pg_sys::has_privs_of_role(pg_sys::GetUserId(), admin)
-    }
+/// True for superusers, members of tenantguard_admin and of pg_read_all_stats: they see every
+/// slow query, every role's statement text included.
+#[pg_extern(stable, parallel_safe)]
+fn _reads_all_stats() -> bool {
+    privileges::reads_all_stats()
 }
 
 /// A copy of the ring's entries, oldest first.
@@ -825,7 +837,7 @@ type SlowRow = (
     f64,
     i64,
     Option<i64>,
-    String,
+    Option<String>,
     Option<String>,
     Option<String>,
     Option<String>,
@@ -846,13 +858,14 @@ fn to_row(e: &Entry) -> SlowRow {
         )
     };
     let nonempty = |s: String| (!s.is_empty()).then_some(s);
+    let hidden = e.queryid == TEXT_HIDDEN;
     (
         TimestampWithTimeZone::try_from(e.started_at).ok(),
         e.duration_us as f64 / 1000.0,
         e.rows as i64,
         // 0: the server computed no query id (compute_query_id off, or auto with nothing asking).
-        (e.queryid != 0).then_some(e.queryid),
-        text_of(&e.query, e.query_len),
+        (e.queryid != 0 && !hidden).then_some(e.queryid),
+        (!hidden).then(|| text_of(&e.query, e.query_len)),
         database,
         user,
         nonempty(text_of(&e.app_user, e.app_user_len)),
@@ -870,22 +883,35 @@ fn to_row(e: &Entry) -> SlowRow {
     )
 }
 
-/// The entries the caller may see: all for superusers and tenantguard_admin members, otherwise
-/// this database's entries of the caller's tenant.
+/// The entries the caller may see: every one for superusers, members of tenantguard_admin and of
+/// pg_read_all_stats; otherwise this database's entries of the caller's tenant. Another role's
+/// statement text and query id are blanked unless the caller is one of the first three, as
+/// pg_stat_statements shows them.
 fn visible() -> Vec<Entry> {
-    let admin = is_admin();
+    let all = privileges::reads_all_stats();
     let tenant = crate::context::tenant_value();
+    // SAFETY: globals of the backend.
+    let (db, me) = unsafe { (pg_sys::MyDatabaseId, pg_sys::GetUserId()) };
     snapshot()
         .into_iter()
         .filter(|e| {
-            admin
-                || (e.dbid == unsafe { pg_sys::MyDatabaseId }
-                    && tenant
-                        .as_deref()
-                        .is_some_and(|t| t.as_bytes() == &e.tenant[..e.tenant_len as usize]))
+            all || (e.dbid == db
+                && tenant
+                    .as_deref()
+                    .is_some_and(|t| t.as_bytes() == &e.tenant[..e.tenant_len as usize]))
+        })
+        .map(|mut e| {
+            if !all && e.userid != me {
+                e.query_len = 0;
+                e.queryid = TEXT_HIDDEN;
+            }
+            e
         })
         .collect()
 }
+
+/// An entry's query id when its text is hidden: `to_row` shows NULL text and NULL query id.
+const TEXT_HIDDEN: i64 = i64::MIN;
 
 #[pg_extern(volatile, parallel_restricted)]
 #[allow(clippy::type_complexity)]
@@ -896,7 +922,7 @@ fn slow_queries() -> TableIterator<
         name!(duration_ms, f64),
         name!(rows, i64),
         name!(queryid, Option<i64>),
-        name!(query, String),
+        name!(query, Option<String>),
         name!(database, Option<String>),
         name!(db_user, Option<String>),
         name!(app_user, Option<String>),
@@ -919,7 +945,7 @@ fn slow_queries() -> TableIterator<
 #[pg_extern(volatile, parallel_unsafe)]
 fn reset_slow_queries() -> i64 {
     require_preload("tenantguard.reset_slow_queries()");
-    if !is_admin() {
+    if !privileges::is_admin() {
         raise(
             PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
             "permission denied to reset the slow query ring",
@@ -949,7 +975,7 @@ fn reset_slow_queries() -> i64 {
 #[pg_extern(volatile, parallel_unsafe)]
 fn _flush_slow_queries() -> i64 {
     require_preload("tenantguard.flush_slow_queries()");
-    let _internal = Internal::enter();
+    let _internal = session::Internal::enter();
     // SAFETY: a global set by the postmaster.
     let epoch = unsafe { pg_sys::PgStartTime };
     let epoch = TimestampWithTimeZone::try_from(epoch).ok();
@@ -959,7 +985,7 @@ fn _flush_slow_queries() -> i64 {
     let tstz = PgOid::BuiltIn(PgBuiltInOids::TIMESTAMPTZOID);
     let last = kept_first::<i64>(
         &LAST,
-        "SELECT max(seq) FROM tenantguard.slow_query_log WHERE epoch = $1",
+        "SELECT max(seq) FROM tenantguard._slow_query_log WHERE epoch = $1",
         &[tstz],
         &[epoch.into()],
     )
@@ -996,7 +1022,7 @@ fn _flush_slow_queries() -> i64 {
     spi(Spi::connect_mut(|client| {
         // Planned once per flush, run once per entry.
         let insert = client.prepare_mut(
-            "INSERT INTO tenantguard.slow_query_log
+            "INSERT INTO tenantguard._slow_query_log
                 (started_at, duration_ms, rows, queryid, query, database, db_user, app_user,
                  tenant_id, status, sqlstate, epoch, seq)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
@@ -1038,7 +1064,7 @@ pub extern "C-unwind" fn tenantguard_flush_worker(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
     let db = gucs::slow_query_flush_database();
     BackgroundWorker::connect_worker_to_spi(Some(&db), None);
-    INTERNAL.with(|i| i.set(1));
+    session::internal_for_good();
     loop {
         let every = gucs::slow_query_flush_ms();
         let wait = if every > 0 { every as u64 } else { 1000 };
@@ -1067,7 +1093,7 @@ pub extern "C-unwind" fn tenantguard_flush_worker(_arg: pg_sys::Datum) {
 
 extension_sql!(
     r#"
-CREATE TABLE tenantguard.slow_query_log (
+CREATE TABLE tenantguard._slow_query_log (
     started_at  timestamptz,
     duration_ms float8      NOT NULL,
     rows        bigint,
@@ -1083,23 +1109,48 @@ CREATE TABLE tenantguard.slow_query_log (
     seq         bigint      NOT NULL,
     PRIMARY KEY (epoch, seq)
 );
-COMMENT ON TABLE tenantguard.slow_query_log IS
-  'Slow queries copied from the shared-memory ring by flush_slow_queries() or the flush worker. epoch is the server start time, seq the entry number.';
-CREATE INDEX slow_query_log_tenant_time ON tenantguard.slow_query_log (tenant_id, started_at);
-SELECT pg_catalog.pg_extension_config_dump('tenantguard.slow_query_log', '');
-ALTER TABLE tenantguard.slow_query_log ENABLE ROW LEVEL SECURITY;
-ALTER TABLE tenantguard.slow_query_log FORCE ROW LEVEL SECURITY;
-CREATE POLICY slow_query_tenant_read ON tenantguard.slow_query_log FOR SELECT
-  USING (tenant_id = tenantguard.current_tenant());
-CREATE POLICY slow_query_admin_read ON tenantguard.slow_query_log FOR SELECT TO tenantguard_admin
+COMMENT ON TABLE tenantguard._slow_query_log IS
+  'The rows behind tenantguard.slow_query_log; read them through that view.';
+CREATE INDEX slow_query_log_tenant_time ON tenantguard._slow_query_log (tenant_id, started_at);
+SELECT pg_catalog.pg_extension_config_dump('tenantguard._slow_query_log', '');
+-- Defence in depth: should anyone grant SELECT on the table itself, only admins see rows.
+ALTER TABLE tenantguard._slow_query_log ENABLE ROW LEVEL SECURITY;
+ALTER TABLE tenantguard._slow_query_log FORCE ROW LEVEL SECURITY;
+CREATE POLICY slow_query_admin_read ON tenantguard._slow_query_log FOR SELECT TO tenantguard_admin
   USING (true);
-REVOKE ALL ON tenantguard.slow_query_log FROM PUBLIC;
+REVOKE ALL ON tenantguard._slow_query_log FROM PUBLIC;
+
+-- What every role reads, by the rules of slow_queries(): superusers, members of tenantguard_admin
+-- and of pg_read_all_stats see every row; anyone else its tenant's rows. Another role's statement
+-- text and query id are NULL unless the reader is one of the first three (as pg_stat_statements
+-- shows them). One-time filters switch a branch off whole, so a tenant's read stays an index scan
+-- on (tenant_id, started_at); each branch is a security_barrier view of its own (see audit_log).
+CREATE VIEW tenantguard._slow_query_log_all WITH (security_barrier = true) AS
+SELECT l.started_at, l.duration_ms, l.rows, l.queryid, l.query, l.database, l.db_user,
+       l.app_user, l.tenant_id, l.status, l.sqlstate, l.epoch, l.seq
+  FROM tenantguard._slow_query_log l
+ WHERE tenantguard._reads_all_stats();
+CREATE VIEW tenantguard._slow_query_log_tenant WITH (security_barrier = true) AS
+SELECT l.started_at, l.duration_ms, l.rows,
+       CASE WHEN l.db_user = CURRENT_USER THEN l.queryid END AS queryid,
+       CASE WHEN l.db_user = CURRENT_USER THEN l.query END AS query,
+       l.database, l.db_user, l.app_user, l.tenant_id, l.status, l.sqlstate, l.epoch, l.seq
+  FROM tenantguard._slow_query_log l
+ WHERE NOT tenantguard._reads_all_stats()
+   AND l.tenant_id = (SELECT tenantguard.current_tenant());
+REVOKE ALL ON tenantguard._slow_query_log_all, tenantguard._slow_query_log_tenant FROM PUBLIC;
+CREATE VIEW tenantguard.slow_query_log WITH (security_barrier = true) AS
+SELECT * FROM tenantguard._slow_query_log_all
+UNION ALL
+SELECT * FROM tenantguard._slow_query_log_tenant;
+COMMENT ON VIEW tenantguard.slow_query_log IS
+  'Slow queries copied from the ring by flush_slow_queries() or the flush worker (epoch: server start time, seq: entry number). Seen like slow_queries().';
 GRANT SELECT ON tenantguard.slow_query_log TO PUBLIC;
 
 CREATE VIEW tenantguard.slow_queries AS SELECT * FROM tenantguard.slow_queries();
 GRANT SELECT ON tenantguard.slow_queries TO PUBLIC;
 COMMENT ON VIEW tenantguard.slow_queries IS
-  'The shared-memory ring of slow queries: all of them for admins, the session tenant''s otherwise.';
+  'The shared-memory ring of slow queries: all of them for superusers, admins and pg_read_all_stats, the session tenant''s otherwise; other roles'' statement text only for those three.';
 
 CREATE FUNCTION tenantguard.flush_slow_queries() RETURNS bigint
 LANGUAGE sql VOLATILE SECURITY DEFINER
@@ -1116,6 +1167,7 @@ COMMENT ON FUNCTION tenantguard.flush_slow_queries() IS
         slow_queries,
         reset_slow_queries,
         _flush_slow_queries,
+        _reads_all_stats,
         current_tenant,
         "bootstrap"
     ]
