@@ -3,6 +3,8 @@
 # suite in pg_test/ (real sessions, real roles) against a throwaway cluster.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Expected outputs hold error messages; pgrx would add a Rust backtrace to each with this set.
+unset RUST_BACKTRACE
 . scripts/lib.sh
 bash scripts/setup.sh
 
@@ -33,6 +35,11 @@ if as_pg "$PGBIN/../lib/pgxs/src/test/regress/pg_regress" \
     --port=55432 \
     $schedule; then
   regress=$(echo "$schedule" | wc -w)
+  # A crashed backend ends its session (the file would fail), but say it plainly too.
+  if grep -E 'terminated by signal|terminated abnormally|PANIC' "$out/log/postmaster.log"; then
+    echo "a server process crashed during the pg_regress suite" >&2
+    exit 1
+  fi
   echo "tenantguard: $((unit + regress)) passed, 0 failed"
 else
   status=$?

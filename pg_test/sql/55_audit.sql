@@ -21,6 +21,15 @@ VALUES (now(), now(), 1, 'public', 'accounts', 0, 'INSERT', 'x', 'x');
 \echo sqlstate :LAST_ERROR_SQLSTATE
 DELETE FROM tenantguard.audit_log;
 \echo sqlstate :LAST_ERROR_SQLSTATE
+-- Nor the table behind the view.
+INSERT INTO tenantguard._audit_log (occurred_at, statement_at, txid, table_schema, table_name, table_oid,
+                                    op, db_user, session_user_name)
+VALUES (now(), now(), 1, 'public', 'accounts', 0, 'INSERT', 'x', 'x');
+\echo sqlstate :LAST_ERROR_SQLSTATE
+DELETE FROM tenantguard._audit_log;
+\echo sqlstate :LAST_ERROR_SQLSTATE
+SELECT count(*) FROM tenantguard._audit_log;
+\echo sqlstate :LAST_ERROR_SQLSTATE
 SELECT tenantguard.purge_audit('0 seconds');
 \echo sqlstate :LAST_ERROR_SQLSTATE
 
@@ -80,7 +89,7 @@ COMMIT;
 -- The time window (a superuser setting) limits what tenants see.
 \c - postgres
 ALTER ROLE tg_app SET tenantguard.audit_window = '1 hour';
-UPDATE tenantguard.audit_log SET occurred_at = occurred_at - interval '2 hours'
+UPDATE tenantguard._audit_log SET occurred_at = occurred_at - interval '2 hours'
  WHERE table_oid = 'accounts'::regclass AND record_key = '{"id": 1}' AND op = 'INSERT';
 \c - tg_app
 SELECT tenantguard.set_tenant('acme', false);
@@ -189,8 +198,8 @@ SELECT tenantguard.audit();
 -- purge_audit(): admins only, in batches, reports the count; bad arguments are refused.
 -- Six more rows made old, so that 7 go: two full batches of 3 and a last one of 1.
 \c - postgres
-UPDATE tenantguard.audit_log SET occurred_at = occurred_at - interval '2 hours'
- WHERE id IN (SELECT id FROM tenantguard.audit_log
+UPDATE tenantguard._audit_log SET occurred_at = occurred_at - interval '2 hours'
+ WHERE id IN (SELECT id FROM tenantguard._audit_log
                WHERE occurred_at >= now() - interval '1 hour' ORDER BY id LIMIT 6);
 \c - tg_auditor
 SELECT count(*) AS all_rows FROM tenantguard.audit_log \gset
@@ -209,7 +218,7 @@ DROP ROLE tg_auditor;
 -- writes through a kept INSERT plan as the audit log's owner: the writing role still needs no
 -- privilege on it, and the row is the same.
 \c - postgres
-CREATE INDEX audit_log_expr ON tenantguard.audit_log ((lower(op)));
+CREATE INDEX audit_log_expr ON tenantguard._audit_log ((lower(op)));
 \c - tg_app
 SELECT tenantguard.set_tenant('acme', false);
 INSERT INTO accounts (id, tenant_id, email) VALUES (20, 'acme', 'via@plan');
