@@ -1,3 +1,14 @@
+-- The trigger functions protect() attaches (src/audit/trigger.rs).
+CREATE FUNCTION tenantguard.audit() RETURNS trigger
+LANGUAGE c AS 'MODULE_PATHNAME', 'tenantguard_audit';
+COMMENT ON FUNCTION tenantguard.audit() IS
+  'Audit trigger attached by protect(): writes one tenantguard.audit_log row per changed row.';
+
+CREATE FUNCTION tenantguard.set_updated_at() RETURNS trigger
+LANGUAGE c AS 'MODULE_PATHNAME', 'tenantguard_set_updated_at';
+COMMENT ON FUNCTION tenantguard.set_updated_at() IS
+  'BEFORE UPDATE trigger attached by protect(): sets updated_at to the transaction timestamp.';
+
 -- The audit trail: one row per changed row of every audited table, written by tenantguard's
 -- trigger (src/audit.rs) straight into the heap. No role gets any privilege on this table: the
 -- trigger does not go through privileges or row level security, purge_audit() is the only way

@@ -1,6 +1,6 @@
 //! Catalog lookups shared by protect/unprotect: what a relation is, who owns it, its tenant column.
 
-use crate::errors::{raise, spi};
+use crate::errors::{spi, Error};
 use pgrx::datum::DatumWithOid;
 use pgrx::prelude::*;
 use pgrx::spi::{OwnedPreparedStatement, SpiTupleTable};
@@ -122,11 +122,7 @@ impl RelInfo {
         );
         match found {
             Some(info) => info,
-            None => raise(
-                PgSqlErrorCode::ERRCODE_UNDEFINED_TABLE,
-                format!("relation with OID {} does not exist", oid.to_u32()),
-                "Pass the table by name, for example tenantguard.protect('public.products').",
-            ),
+            None => Error::NoSuchRelation { oid: oid.to_u32() }.raise(),
         }
     }
 
@@ -157,50 +153,32 @@ impl RelInfo {
             "t" => Some("a TOAST table"),
             _ => Some("not a table"),
         };
+        let table = &self.display();
         if let Some(what) = what {
-            raise(
-                PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
-                format!("cannot {verb} \"{}\": it is {what}", self.display()),
-                "tenantguard protects ordinary and partitioned tables. Protect the tables a view \
-                 reads, and create the view WITH (security_invoker = true).",
-            );
+            Error::NotATable { verb, table, what }.raise();
         }
         if self.is_system {
-            raise(
-                PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
-                format!(
-                    "cannot {verb} \"{}\": it is a system catalog",
-                    self.display()
-                ),
-                "tenantguard protects user tables only.",
-            );
+            Error::SystemCatalog { verb, table }.raise();
         }
         if self.schema == "tenantguard" {
-            raise(
-                PgSqlErrorCode::ERRCODE_WRONG_OBJECT_TYPE,
-                format!(
-                    "cannot {verb} \"{}\": it belongs to tenantguard",
-                    self.display()
-                ),
-                "tenantguard's own tables carry their own policies.",
-            );
+            Error::OwnObject { verb, table }.raise();
         }
         if self.persistence == "t" {
-            raise(
-                PgSqlErrorCode::ERRCODE_FEATURE_NOT_SUPPORTED,
-                format!("cannot {verb} \"{}\": it is a temporary table", self.display()),
-                "A temporary table is private to its session; protect the permanent table the data comes from.",
-            );
+            Error::TemporaryTable { verb, table }.raise();
         }
+        self.check_owner(&format!("to {verb} it"));
+    }
+
+    /// Refuse a caller who may not act as the table's owner; `action` completes "must be owner of
+    /// table X ...".
+    pub fn check_owner(&self, action: &str) {
         if !self.is_owner {
-            raise(
-                PgSqlErrorCode::ERRCODE_INSUFFICIENT_PRIVILEGE,
-                format!("must be owner of table \"{}\" to {verb} it", self.display()),
-                format!(
-                    "Run it as the table's owner \"{}\", a member of that role, or a superuser.",
-                    self.owner
-                ),
-            );
+            Error::NotOwner {
+                table: &self.display(),
+                action,
+                owner: &self.owner,
+            }
+            .raise();
         }
     }
 
@@ -276,27 +254,23 @@ impl TenantColumn {
     pub fn load(rel: &RelInfo, column: &str) -> TenantColumn {
         let found = column_facts(rel, column);
         let Some((base_type, shown_type, not_null)) = found else {
-            raise(
-                PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
-                format!(
-                    "table \"{}\" has no tenant column \"{column}\"",
-                    rel.display()
-                ),
-                "Pass the tenant column with tenant_column => 'name', or add the column first.",
-            );
+            Error::NoTenantColumn {
+                table: &rel.display(),
+                column,
+            }
+            .raise();
         };
         if !matches!(
             base_type.as_str(),
             "uuid" | "text" | "varchar" | "int8" | "int4" | "int2"
         ) {
-            raise(
-                PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
-                format!(
-                    "tenant column \"{column}\" of table \"{}\" has unsupported type {shown_type}",
-                    rel.display()
-                ),
-                format!("The tenant column must be of type {SUPPORTED_TYPES}."),
-            );
+            Error::UnsupportedTenantType {
+                table: &rel.display(),
+                column,
+                shown: &shown_type,
+                supported: SUPPORTED_TYPES,
+            }
+            .raise();
         }
         TenantColumn {
             name: column.to_string(),

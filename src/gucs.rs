@@ -1,6 +1,6 @@
 //! Every tenantguard setting, registered once from `_PG_init`.
 //!
-//! The README's "Settings" table documents each of these; keep the two in step.
+//! The "Settings" table in docs/operations.md documents each of these; keep the two in step.
 
 use pgrx::prelude::*;
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
@@ -226,11 +226,7 @@ fn custom_setting_name(guc: &str, setting: &GucSetting<Option<CString>>, default
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '$');
     if !valid {
-        crate::errors::raise(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            format!("{guc} \"{name}\" is not a custom setting name"),
-            "Use a dotted name made of letters, digits and underscores, such as app.current_tenant_id.",
-        );
+        crate::errors::Error::BadSettingName { guc, name: &name }.raise();
     }
     name
 }

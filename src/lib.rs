@@ -7,40 +7,39 @@
 
 use pgrx::prelude::*;
 
-/// Declares the version-1 calling convention record for a C function the SQL declares directly.
-#[macro_export]
-macro_rules! pg_finfo_v1 {
-    ($finfo:ident) => {
-        #[no_mangle]
-        #[doc(hidden)]
-        pub extern "C" fn $finfo() -> &'static pgrx::pg_sys::Pg_finfo_record {
-            const V1: pgrx::pg_sys::Pg_finfo_record =
-                pgrx::pg_sys::Pg_finfo_record { api_version: 1 };
-            &V1
-        }
-    };
-}
-
 mod audit;
-mod audit_read;
 mod catalog;
-mod context;
 mod errors;
 mod guard;
 mod gucs;
+mod pg;
 mod privileges;
 mod protect;
-mod raw;
 mod session;
-mod settings;
 mod slowlog;
-mod sqlcheck;
-mod templates;
-mod triggers;
+mod tenant;
 
 ::pgrx::pg_module_magic!(name, version);
 
+// Hand-written SQL, one file per subsystem, in the order CREATE EXTENSION runs it.
 extension_sql_file!("../sql/bootstrap.sql", name = "bootstrap", bootstrap);
+extension_sql_file!(
+    "../sql/tenant.sql",
+    name = "tenant",
+    requires = ["bootstrap"]
+);
+extension_sql_file!(
+    "../sql/protect.sql",
+    name = "protect",
+    requires = [
+        "bootstrap",
+        _protect,
+        _unprotect,
+        _exempt,
+        _unexempt,
+        _register
+    ]
+);
 extension_sql_file!(
     "../sql/coverage.sql",
     name = "coverage",
@@ -51,7 +50,21 @@ extension_sql_file!(
     name = "audit",
     requires = ["bootstrap", current_tenant, _audit_sees_all, _reader]
 );
+extension_sql_file!(
+    "../sql/slowlog.sql",
+    name = "slowlog",
+    requires = [
+        "bootstrap",
+        slow_queries,
+        reset_slow_queries,
+        _flush_slow_queries,
+        _reads_all_stats,
+        current_tenant
+    ]
+);
 extension_sql_file!("../sql/lint.sql", name = "lint", requires = ["bootstrap"]);
+// The event triggers last: CREATE EXTENSION's own objects exist before they do.
+extension_sql_file!("../sql/guard.sql", name = "guard", finalize);
 
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {

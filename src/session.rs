@@ -170,7 +170,7 @@ pub fn internal_for_good() {
 /// The backend's current local transaction id.
 pub fn local_xid() -> u32 {
     // SAFETY: MyProc is set for every backend that runs SQL; the field is the backend's own.
-    unsafe { crate::raw::my_local_xid() }
+    unsafe { crate::pg::raw::my_local_xid() }
 }
 
 /// Lets the current transaction change the table's protection (see `_allow_change`).

@@ -61,25 +61,16 @@ fn clear() {
 }
 
 fn register_callbacks() {
-    if CALLBACKS.with(|c| c.replace(true)) {
-        return;
-    }
-    // SAFETY: registers callbacks that only empty this module's cache.
-    unsafe {
-        // A GRANT on a parent changes the parent's relcache entry, not the child's: any relation
-        // change empties the whole (small) cache.
-        pg_sys::CacheRegisterRelcacheCallback(Some(relation_changed), pg_sys::Datum::from(0));
-        for cache in [
-            pg_sys::SysCacheIdentifier::AUTHOID,
-            pg_sys::SysCacheIdentifier::AUTHMEMROLEMEM,
-        ] {
-            pg_sys::CacheRegisterSyscacheCallback(
-                cache as i32,
-                Some(roles_changed),
-                pg_sys::Datum::from(0),
-            );
-        }
-    }
+    // A GRANT on a parent changes the parent's relcache entry, not the child's: any relation
+    // change empties the whole (small) cache.
+    crate::pg::callbacks::register_once(
+        &CALLBACKS,
+        Some(relation_changed),
+        &[
+            (pg_sys::SysCacheIdentifier::AUTHOID, roles_changed),
+            (pg_sys::SysCacheIdentifier::AUTHMEMROLEMEM, roles_changed),
+        ],
+    );
 }
 
 fn load(reader: pg_sys::Oid, table: pg_sys::Oid) -> Access {
@@ -184,7 +175,7 @@ fn cached(reader: pg_sys::Oid, table: pg_sys::Oid) -> Option<Rc<Access>> {
 #[pg_guard]
 extern "C-unwind" fn fill(reader: pg_sys::Oid, table: pg_sys::Oid) {
     register_callbacks();
-    let a = Rc::new(crate::raw::with_row_security(|| load(reader, table)));
+    let a = Rc::new(crate::pg::raw::with_row_security(|| load(reader, table)));
     CACHE.with(|c| {
         let mut c = c.borrow_mut();
         if c.len() >= MAX_ENTRIES {
@@ -250,7 +241,7 @@ pub extern "C-unwind" fn tenantguard_audit_visible(
             return pg_sys::Datum::from(true);
         }
         let text = |i| {
-            let t = crate::raw::pg_detoast_datum_packed(
+            let t = crate::pg::raw::pg_detoast_datum_packed(
                 pgrx::fcinfo::pg_getarg_datum_raw(fcinfo, i).cast_mut_ptr(),
             );
             pgrx::varlena::varlena_to_byte_slice(t)
@@ -276,7 +267,7 @@ pub extern "C-unwind" fn tenantguard_audit_hidden(
         match &access(oid(0), oid(1)).hidden {
             None => pgrx::fcinfo::pg_return_null(fcinfo),
             Some(bytes) => {
-                let p = crate::raw::palloc(bytes.len()) as *mut u8;
+                let p = crate::pg::raw::palloc(bytes.len()) as *mut u8;
                 std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len());
                 pg_sys::Datum::from(p)
             }

@@ -9,7 +9,7 @@
 //! instructions, that it still does before reading its value directly.
 
 use crate::gucs;
-use crate::raw;
+use crate::pg::raw;
 use pgrx::pg_sys;
 use std::cell::RefCell;
 use std::ffi::{c_char, CStr, CString};

@@ -3,8 +3,8 @@
 //! removes exactly them.
 
 use crate::catalog::{column_base_type, kept_select, RelInfo, OID};
-use crate::errors::raise;
-use crate::templates::ProtectOptions;
+use crate::errors::Error;
+use crate::protect::templates::ProtectOptions;
 use pgrx::prelude::*;
 use pgrx::spi::OwnedPreparedStatement;
 use pgrx::spi::{quote_identifier, quote_literal};
@@ -56,35 +56,27 @@ pub fn desired_triggers(rel: &RelInfo, options: &ProtectOptions) -> Vec<TriggerS
     let mut out = Vec::new();
     for column in &options.audit_exclude {
         if column_base_type(rel, column).is_none() {
-            raise(
-                PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
-                format!(
-                    "audit_exclude: table \"{}\" has no column \"{column}\"",
-                    rel.display()
-                ),
-                "List columns of the table, e.g. audit_exclude => ARRAY['password_hash'].",
-            );
+            Error::AuditExcludeColumn {
+                table: &rel.display(),
+                column,
+            }
+            .raise();
         }
     }
     let updated_at = match (options.updated_at, column_base_type(rel, UPDATED_AT_COLUMN)) {
         (Some(false), _) => false,
         (_, Some(t)) if t == "timestamptz" || t == "timestamp" => true,
-        (Some(true), Some(t)) => raise(
-            PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
-            format!(
-                "column \"{UPDATED_AT_COLUMN}\" of table \"{}\" is {t}, not a timestamp",
-                rel.display()
-            ),
-            "updated_at => true needs an updated_at column of type timestamptz or timestamp.",
-        ),
-        (Some(true), None) => raise(
-            PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
-            format!(
-                "table \"{}\" has no column \"{UPDATED_AT_COLUMN}\"",
-                rel.display()
-            ),
-            "Add the column (updated_at timestamptz NOT NULL DEFAULT now()), or pass updated_at => false.",
-        ),
+        (Some(true), Some(shown)) => Error::UpdatedAtType {
+            table: &rel.display(),
+            column: UPDATED_AT_COLUMN,
+            shown: &shown,
+        }
+        .raise(),
+        (Some(true), None) => Error::NoUpdatedAtColumn {
+            table: &rel.display(),
+            column: UPDATED_AT_COLUMN,
+        }
+        .raise(),
         (None, _) => false,
     };
     if rel.is_partitioned() {

@@ -9,7 +9,7 @@
 
 use crate::catalog::{kept_first, TEXT};
 use crate::catalog::{RelInfo, TenantColumn};
-use crate::errors::raise;
+use crate::errors::Error;
 use pgrx::pg_sys::panic::CaughtError;
 use pgrx::prelude::*;
 use pgrx::spi::OwnedPreparedStatement;
@@ -88,11 +88,7 @@ pub fn normalize_command(argument: &str, command: &str) -> String {
     if c == "ALL" || TENANT_COMMANDS.contains(&c.as_str()) {
         c
     } else {
-        raise(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            format!("{argument}: unknown command \"{command}\""),
-            "Use SELECT, INSERT, UPDATE, DELETE or ALL.",
-        )
+        Error::UnknownCommand { argument, command }.raise()
     }
 }
 
@@ -260,23 +256,18 @@ pub fn desired_policies(
 fn check_time_column(rel: &RelInfo, column: &str) {
     let base = crate::catalog::column_base_type(rel, column);
     match base.as_deref() {
-        None => raise(
-            PgSqlErrorCode::ERRCODE_UNDEFINED_COLUMN,
-            format!(
-                "table \"{}\" has no time column \"{column}\"",
-                rel.display()
-            ),
-            "Name the column with time_column => 'name'.",
-        ),
+        None => Error::NoTimeColumn {
+            table: &rel.display(),
+            column,
+        }
+        .raise(),
         Some("timestamptz" | "timestamp" | "date") => {}
-        Some(other) => raise(
-            PgSqlErrorCode::ERRCODE_DATATYPE_MISMATCH,
-            format!(
-                "time column \"{column}\" of table \"{}\" has type {other}",
-                rel.display()
-            ),
-            "The time window needs a column of type timestamptz, timestamp or date.",
-        ),
+        Some(shown) => Error::TimeColumnType {
+            table: &rel.display(),
+            column,
+            shown,
+        }
+        .raise(),
     }
 }
 
@@ -286,22 +277,17 @@ fn check_time_column(rel: &RelInfo, column: &str) {
 /// (a `;`, an unbalanced parenthesis, a comment swallowing the rest) fails there.
 pub fn validate_predicate(rel: &RelInfo, argument: &str, predicate: &str) {
     if predicate.trim().is_empty() {
-        raise(
-            PgSqlErrorCode::ERRCODE_INVALID_PARAMETER_VALUE,
-            format!("{argument} for table \"{}\" is empty", rel.display()),
-            "Give a boolean SQL expression over the table's columns.",
-        );
+        Error::EmptyPredicate {
+            argument,
+            table: &rel.display(),
+        }
+        .raise();
     }
     let sql = format!("SELECT 1 FROM ONLY {} WHERE ({predicate})", rel.qualified());
-    let hint = "Give one boolean SQL expression over the table's columns, for example \
-                tenant_id IN (SELECT id FROM tenants WHERE status = 'active').";
+    let table = &rel.display();
     let result = PgTryBuilder::new(|| {
-        if !crate::sqlcheck::is_single_expression(predicate) {
-            raise(
-                PgSqlErrorCode::ERRCODE_SYNTAX_ERROR,
-                "it is not a single expression",
-                hint,
-            );
+        if !crate::protect::sqlcheck::is_single_expression(predicate) {
+            Error::NotOneExpression.raise();
         }
         Spi::connect(|client| client.prepare(&*sql, &[]).map(|_| ()))
     })
@@ -314,26 +300,23 @@ pub fn validate_predicate(rel: &RelInfo, argument: &str, predicate: &str) {
             PgSqlErrorCode::ERRCODE_INTERNAL_ERROR => PgSqlErrorCode::ERRCODE_SYNTAX_ERROR,
             c => c,
         };
-        raise(
+        Error::BadPredicate {
             code,
-            format!(
-                "{argument} for table \"{}\" is not a valid predicate: {}",
-                rel.display(),
-                report.message()
-            ),
-            hint,
-        )
+            argument,
+            table,
+            reason: report.message().to_string(),
+        }
+        .raise()
     })
     .execute();
     if let Err(e) = result {
-        raise(
-            PgSqlErrorCode::ERRCODE_SYNTAX_ERROR,
-            format!(
-                "{argument} for table \"{}\" is not a valid predicate: {e}",
-                rel.display()
-            ),
-            hint,
-        );
+        Error::BadPredicate {
+            code: PgSqlErrorCode::ERRCODE_SYNTAX_ERROR,
+            argument,
+            table,
+            reason: e.to_string(),
+        }
+        .raise();
     }
 }
 
@@ -350,10 +333,6 @@ pub fn check_role(argument: &str, role: &str) {
     )
     .unwrap_or(false);
     if !exists {
-        raise(
-            PgSqlErrorCode::ERRCODE_UNDEFINED_OBJECT,
-            format!("{argument}: role \"{role}\" does not exist"),
-            "Create the role first, or pass NULL for no such policy.",
-        );
+        Error::UnknownRole { argument, role }.raise();
     }
 }

@@ -4,18 +4,14 @@
 //! text (a `shared_read` predicate, an extra policy's expressions) is placed inside that DDL, so it
 //! must be exactly one expression, and each generated statement exactly one statement.
 
-use crate::errors::raise;
+use crate::errors::Error;
 use pgrx::prelude::*;
 use std::ffi::CString;
 
 /// The statements `sql` parses into. Syntax errors are raised as PostgreSQL's own (42601).
 fn raw_statements(sql: &str) -> Vec<*mut pg_sys::Node> {
     let Ok(text) = CString::new(sql) else {
-        raise(
-            PgSqlErrorCode::ERRCODE_CHARACTER_NOT_IN_REPERTOIRE,
-            "SQL text contains a NUL byte",
-            "Remove the NUL byte.",
-        );
+        Error::NulInSql.raise();
     };
     // SAFETY: raw_parser reads a NUL-terminated string and returns a List of RawStmt (or NIL)
     // allocated in the current memory context, which outlives this call.

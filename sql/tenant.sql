@@ -1,0 +1,15 @@
+-- The tenant functions the policies call (src/tenant/values.rs): C functions the executor calls
+-- directly.
+-- What tenantguard's policies compare the tenant column with: the named setting, NULL when it is
+-- unset or empty (so it matches no row), parsed once per change of the setting rather than once
+-- per query. STABLE, like current_setting(): evaluated once per scan, so an index serves it.
+CREATE FUNCTION tenantguard.tenant_uuid(setting text) RETURNS uuid
+LANGUAGE c STABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'tenantguard_tenant_uuid';
+CREATE FUNCTION tenantguard.tenant_bigint(setting text) RETURNS bigint
+LANGUAGE c STABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'tenantguard_tenant_bigint';
+CREATE FUNCTION tenantguard.tenant_integer(setting text) RETURNS integer
+LANGUAGE c STABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'tenantguard_tenant_integer';
+CREATE FUNCTION tenantguard.tenant_smallint(setting text) RETURNS smallint
+LANGUAGE c STABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'tenantguard_tenant_smallint';
+CREATE FUNCTION tenantguard.tenant_text(setting text) RETURNS text
+LANGUAGE c STABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'tenantguard_tenant_text';

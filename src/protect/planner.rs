@@ -1,0 +1,424 @@
+//! The SQL that brings a table to the wanted policy set (protect) or back to how it was
+//! (unprotect), planned first and then run, or returned for a dry run: the dry run shows exactly
+//! what a real run executes, and a failure on any statement rolls back all of them.
+
+use crate::catalog::{kept_select, RelInfo, TenantColumn, OID};
+use crate::errors::{spi, Error};
+use crate::protect::registry::{
+    is_exempt, live_policies, load_registration, LivePolicy, RecordedPolicy, Registration,
+};
+use crate::protect::templates::{self, PolicySpec, ProtectOptions};
+use crate::protect::triggers;
+use pgrx::prelude::*;
+use pgrx::spi::OwnedPreparedStatement;
+use pgrx::spi::{quote_identifier, quote_literal};
+use std::cell::OnceCell;
+
+pub(crate) fn command_code(command: &str) -> &'static str {
+    match command {
+        "SELECT" => "r",
+        "INSERT" => "a",
+        "UPDATE" => "w",
+        "DELETE" => "d",
+        _ => "*",
+    }
+}
+
+pub(crate) fn create_policy_sql(rel: &RelInfo, p: &PolicySpec) -> String {
+    let roles = if p.roles.is_empty() {
+        "PUBLIC".to_string()
+    } else {
+        p.roles
+            .iter()
+            .map(quote_identifier)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let mut sql = format!(
+        "CREATE POLICY {} ON {} AS {} FOR {} TO {}",
+        quote_identifier(&p.name),
+        rel.qualified(),
+        if p.permissive {
+            "PERMISSIVE"
+        } else {
+            "RESTRICTIVE"
+        },
+        p.command,
+        roles
+    );
+    if let Some(u) = &p.using {
+        sql.push_str(&format!(" USING ({u})"));
+    }
+    if let Some(c) = &p.check {
+        sql.push_str(&format!(" WITH CHECK ({c})"));
+    }
+    sql
+}
+
+pub(crate) fn drop_policy_sql(rel: &RelInfo, name: &str) -> String {
+    format!(
+        "DROP POLICY IF EXISTS {} ON {}",
+        quote_identifier(name),
+        rel.qualified()
+    )
+}
+
+/// True when the live policy is still exactly what tenantguard created for this spec.
+pub(crate) fn is_intact(
+    spec: &PolicySpec,
+    live: &LivePolicy,
+    recorded: Option<&RecordedPolicy>,
+) -> bool {
+    let mut want_roles: Vec<String> = if spec.roles.is_empty() {
+        vec!["public".into()]
+    } else {
+        spec.roles.clone()
+    };
+    want_roles.sort();
+    let Some(rec) = recorded else { return false };
+    rec.spec == *spec
+        && live.command == command_code(&spec.command)
+        && live.permissive == spec.permissive
+        && live.roles == want_roles
+        && live.using_hash == rec.using_hash
+        && live.check_hash == rec.check_hash
+}
+
+/// What protect() will do to one table: statements in order, and a line for the account.
+pub(crate) struct TablePlan {
+    pub(crate) sql: Vec<String>,
+    pub(crate) account: String,
+}
+
+pub(crate) fn plan_protect(
+    rel: &RelInfo,
+    column: &TenantColumn,
+    options: &ProtectOptions,
+) -> TablePlan {
+    let desired = templates::desired_policies(rel, column, options);
+    let registration = load_registration(rel);
+    let live = live_policies(rel.oid);
+    let recorded = |name: &str| {
+        registration
+            .as_ref()
+            .and_then(|r| r.policies.iter().find(|p| p.spec.name == name))
+    };
+
+    let mut sql = Vec::new();
+    let mut did = Vec::new();
+    // One ALTER TABLE for both flags: each DDL statement costs a catalog update and a relcache
+    // invalidation.
+    let mut flags = Vec::new();
+    if !rel.rls_enabled {
+        flags.push("ENABLE ROW LEVEL SECURITY");
+        did.push("enabled row level security".to_string());
+    }
+    if !rel.rls_forced {
+        flags.push("FORCE ROW LEVEL SECURITY");
+        did.push("forced row level security".to_string());
+    }
+    if !flags.is_empty() {
+        sql.push(format!(
+            "ALTER TABLE {} {}",
+            rel.qualified(),
+            flags.join(", ")
+        ));
+    }
+
+    // Policies tenantguard made before that the options no longer ask for.
+    let mut dropped = Vec::new();
+    if let Some(reg) = &registration {
+        for old in &reg.policies {
+            let still_wanted = desired.iter().any(|d| d.name == old.spec.name);
+            let exists = live.iter().any(|l| l.name == old.spec.name);
+            if !still_wanted && exists {
+                sql.push(drop_policy_sql(rel, &old.spec.name));
+                dropped.push(old.spec.name.clone());
+            }
+        }
+    }
+
+    let mut created = Vec::new();
+    let mut replaced = Vec::new();
+    for spec in &desired {
+        match live.iter().find(|l| l.name == spec.name) {
+            Some(l) if is_intact(spec, l, recorded(&spec.name)) => {}
+            Some(_) => {
+                sql.push(drop_policy_sql(rel, &spec.name));
+                sql.push(create_policy_sql(rel, spec));
+                replaced.push(spec.name.clone());
+            }
+            None => {
+                sql.push(create_policy_sql(rel, spec));
+                created.push(spec.name.clone());
+            }
+        }
+    }
+    if !created.is_empty() {
+        did.push(format!("created policies {}", created.join(", ")));
+    }
+    if !replaced.is_empty() {
+        did.push(format!("replaced policies {}", replaced.join(", ")));
+    }
+    if !dropped.is_empty() {
+        did.push(format!("dropped policies {}", dropped.join(", ")));
+    }
+
+    // Triggers: tenantguard's own names only; one not asked for any more is dropped.
+    let wanted_triggers = triggers::desired_triggers(rel, options);
+    let live_triggers = triggers::live_triggers(rel.oid);
+    let mut attached = Vec::new();
+    let mut detached = Vec::new();
+    for t in &live_triggers {
+        let ours = registration
+            .as_ref()
+            .is_some_and(|r| r.triggers.contains(&t.name));
+        if ours && !wanted_triggers.iter().any(|w| w.name == t.name) {
+            sql.push(triggers::drop_sql(rel, &t.name));
+            detached.push(t.name.clone());
+        }
+    }
+    for spec in &wanted_triggers {
+        match live_triggers.iter().find(|l| l.name == spec.name) {
+            Some(l) if triggers::is_intact(spec, l) => {}
+            Some(_) => {
+                sql.push(triggers::drop_sql(rel, spec.name));
+                sql.push(triggers::create_sql(rel, spec));
+                attached.push(spec.name.to_string());
+            }
+            None => {
+                sql.push(triggers::create_sql(rel, spec));
+                attached.push(spec.name.to_string());
+            }
+        }
+    }
+    if !attached.is_empty() {
+        did.push(format!("attached triggers {}", attached.join(", ")));
+    }
+    if !detached.is_empty() {
+        did.push(format!("dropped triggers {}", detached.join(", ")));
+    }
+    let trigger_names: Vec<String> = wanted_triggers.iter().map(|t| t.name.to_string()).collect();
+
+    // Row level security does not cover TRUNCATE, and REFERENCES lets a role build foreign keys
+    // that probe other tenants' keys: nobody but the owner keeps either.
+    let grantees = truncate_or_references_grantees(rel);
+    if !grantees.is_empty() {
+        sql.push(revoke_truncate_references_sql(rel, &grantees));
+        did.push(format!(
+            "revoked TRUNCATE and REFERENCES from {}",
+            grantees.join(", ")
+        ));
+    }
+
+    if is_exempt(rel) {
+        sql.push(format!(
+            "DELETE FROM tenantguard.exemptions WHERE relid = {}::regclass",
+            quote_literal(rel.qualified())
+        ));
+        did.push("removed its exemption".to_string());
+    }
+
+    let registry_current = registration.as_ref().is_some_and(|r| {
+        r.options.as_ref() == Some(options)
+            && r.policies.len() == desired.len()
+            && r.policies.iter().zip(&desired).all(|(a, b)| a.spec == *b)
+            && r.triggers == trigger_names
+    });
+    if !sql.is_empty() || !registry_current {
+        let (was_enabled, was_forced) = registration
+            .as_ref()
+            .map_or((rel.rls_enabled, rel.rls_forced), |r| {
+                (r.rls_was_enabled, r.rls_was_forced)
+            });
+        let options_json = serde_json::to_string(options).expect("options serialize");
+        let policies_json = serde_json::to_string(&desired).expect("policies serialize");
+        let triggers_array = format!(
+            "ARRAY[{}]::text[]",
+            trigger_names
+                .iter()
+                .map(quote_literal)
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        sql.push(format!(
+            "SELECT tenantguard._register({}::regclass, {}, {}::jsonb, {}::jsonb, {}, {}, {})",
+            quote_literal(rel.qualified()),
+            quote_literal(&column.name),
+            quote_literal(options_json),
+            quote_literal(policies_json),
+            triggers_array,
+            was_enabled,
+            was_forced
+        ));
+        did.push(if registration.is_some() {
+            "updated its registry entry".to_string()
+        } else {
+            "registered it".to_string()
+        });
+    }
+
+    // A protected table is guarded: the script declares the change first, as its owner.
+    if registration.is_some() && !sql.is_empty() {
+        sql.insert(0, allow_change_sql(rel));
+    }
+    let account = if sql.is_empty() {
+        format!("{}: already protected, nothing changed", rel.display())
+    } else {
+        format!("{}: {}", rel.display(), did.join("; "))
+    };
+    TablePlan { sql, account }
+}
+
+/// Roles other than the owner that hold TRUNCATE or REFERENCES on the table ("public" for PUBLIC).
+pub fn truncate_or_references_grantees(rel: &RelInfo) -> Vec<String> {
+    thread_local! {
+        static PLAN: OnceCell<OwnedPreparedStatement> = const { OnceCell::new() };
+    }
+    kept_select(
+        &PLAN,
+        "SELECT DISTINCT CASE WHEN a.grantee = 0 THEN 'public'
+                              ELSE pg_catalog.pg_get_userbyid(a.grantee)::text END
+           FROM pg_catalog.pg_class c, pg_catalog.aclexplode(c.relacl) a
+          WHERE c.oid = $1 AND a.privilege_type IN ('TRUNCATE', 'REFERENCES')
+            AND a.grantee <> c.relowner
+          ORDER BY 1",
+        &[OID],
+        &[rel.oid.into()],
+        |rows| {
+            rows.map(|r| r.get::<String>(1).map(|g| g.unwrap_or_default()))
+                .collect()
+        },
+    )
+}
+
+/// `REVOKE TRUNCATE, REFERENCES` on the table from the given grantees ("public" for PUBLIC).
+pub fn revoke_truncate_references_sql(rel: &RelInfo, grantees: &[String]) -> String {
+    let list = grantees
+        .iter()
+        .map(|g| {
+            if g == "public" {
+                "PUBLIC".to_string()
+            } else {
+                quote_identifier(g)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    format!(
+        "REVOKE TRUNCATE, REFERENCES ON {} FROM {list}",
+        rel.qualified()
+    )
+}
+
+pub(crate) fn allow_change_sql(rel: &RelInfo) -> String {
+    format!(
+        "SELECT tenantguard._allow_change({}::regclass)",
+        quote_literal(rel.qualified())
+    )
+}
+
+pub(crate) fn plan_unprotect(rel: &RelInfo, registration: &Registration) -> TablePlan {
+    let live = live_policies(rel.oid);
+    let mut sql = vec![allow_change_sql(rel)];
+    let mut dropped = Vec::new();
+    for p in &registration.policies {
+        if live.iter().any(|l| l.name == p.spec.name) {
+            sql.push(drop_policy_sql(rel, &p.spec.name));
+            dropped.push(p.spec.name.clone());
+        }
+    }
+    let mut did = Vec::new();
+    if !dropped.is_empty() {
+        did.push(format!("dropped policies {}", dropped.join(", ")));
+    }
+    let live_triggers = triggers::live_triggers(rel.oid);
+    let detached: Vec<&String> = registration
+        .triggers
+        .iter()
+        .filter(|t| live_triggers.iter().any(|l| &l.name == *t))
+        .collect();
+    for t in &detached {
+        sql.push(triggers::drop_sql(rel, t));
+    }
+    if !detached.is_empty() {
+        did.push(format!(
+            "dropped triggers {}",
+            detached
+                .iter()
+                .map(|t| t.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if rel.rls_forced && !registration.rls_was_forced {
+        sql.push(format!(
+            "ALTER TABLE {} NO FORCE ROW LEVEL SECURITY",
+            rel.qualified()
+        ));
+        did.push("no longer forces row level security".to_string());
+    }
+    if rel.rls_enabled && !registration.rls_was_enabled {
+        sql.push(format!(
+            "ALTER TABLE {} DISABLE ROW LEVEL SECURITY",
+            rel.qualified()
+        ));
+        did.push("disabled row level security".to_string());
+    }
+    sql.push(format!(
+        "SELECT tenantguard._unregister({}::regclass)",
+        quote_literal(rel.qualified())
+    ));
+    did.push("removed from the registry".to_string());
+    TablePlan {
+        sql,
+        account: format!("{}: {}", rel.display(), did.join("; ")),
+    }
+}
+
+pub(crate) fn render_script(plans: &[TablePlan]) -> String {
+    let mut out = String::new();
+    for p in plans {
+        for s in &p.sql {
+            out.push_str(s);
+            out.push_str(";\n");
+        }
+    }
+    out
+}
+
+pub(crate) fn execute(plans: &[TablePlan]) -> String {
+    let _busy = crate::session::Busy::enter();
+    for p in plans {
+        for s in &p.sql {
+            // Each generated statement must be exactly one statement: SPI would run them all.
+            if crate::protect::sqlcheck::statement_count(s) != 1 {
+                Error::Internal {
+                    message: format!("tenantguard generated SQL that is not one statement: {s}"),
+                    hint: "This is a bug in tenantguard; please report it with the protect() call.",
+                }
+                .raise();
+            }
+            spi(Spi::run(s));
+        }
+    }
+    plans
+        .iter()
+        .map(|p| p.account.as_str())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+pub(crate) fn unprotect_plans(tbl: pg_sys::Oid) -> Option<Vec<TablePlan>> {
+    let root = RelInfo::load(tbl);
+    let registration = load_registration(&root)?;
+    root.check_protectable("unprotect");
+    let mut plans = vec![plan_unprotect(&root, &registration)];
+    for part in root.partitions() {
+        if let Some(reg) = load_registration(&part) {
+            part.check_protectable("unprotect");
+            plans.push(plan_unprotect(&part, &reg));
+        }
+    }
+    Some(plans)
+}
