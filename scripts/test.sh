@@ -24,11 +24,16 @@ install_extension
 sharedir=$("$PG_CONFIG" --sharedir)/extension
 install -m 644 pg_test/fixtures/tg_fixture.control pg_test/fixtures/tg_fixture--1.0.sql "$sharedir/"
 out=/tmp/tenantguard-regress
-rm -rf "$out"; mkdir -p "$out"; chown postgres:postgres "$out"
-schedule=$(ls pg_test/sql/*.sql | xargs -n1 basename | sed 's/\.sql$//' | sort)
+rm -rf "$out"; mkdir -p "$out/input"; chown -R postgres:postgres "$out"
+# The suite: pg_test/ plus the docs' SQL examples (scripts/docs_examples.sh), whose expected
+# output is committed in pg_test/expected/docs_*.out.
+cp -r pg_test/sql pg_test/expected "$out/input/"
+docs=$(bash scripts/docs_examples.sh "$out/input")
+chown -R postgres:postgres "$out"
+schedule="$(ls pg_test/sql/*.sql | xargs -n1 basename | sed 's/\.sql$//' | sort) $docs"
 if as_pg "$PGBIN/../lib/pgxs/src/test/regress/pg_regress" \
     --bindir="$PGBIN" \
-    --inputdir=pg_test \
+    --inputdir="$out/input" \
     --outputdir="$out" \
     --temp-instance="$out/instance" \
     --temp-config=pg_test/regress.conf \

@@ -136,7 +136,7 @@ SELECT 'still up' AS server;
 
 -- 5. Per-backend caches stay bounded: a session that sets ever new tenants (and asks for ever new
 -- setting names) does not grow. Resident memory after 10,000 and after 40,000 distinct tenants
--- differs by less than 512 kB. (bench/tenant_memory.sh runs 1,000,000; the README gives its figures.)
+-- differs by less than 512 kB. (bench/tenant_memory.sh runs 1,000,000; docs/benchmarks.md gives its figures.)
 CREATE TABLE ss_mem (id int PRIMARY KEY, tenant_id uuid NOT NULL);
 SELECT tenantguard.protect('ss_mem') IS NOT NULL AS protected;
 CREATE ROLE ss_mem_app LOGIN NOSUPERUSER NOBYPASSRLS;
