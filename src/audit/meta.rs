@@ -113,7 +113,26 @@ pub(crate) struct AuditMeta {
     pub(crate) tenant: Option<(usize, TenantText)>,
     /// The table's name when this entry was built (a rename invalidates the entry).
     pub(crate) relname: Box<pg_sys::NameData>,
+    /// Virtual generated columns (PostgreSQL 18), which the trigger's tuple holds as NULL.
+    pub(crate) generated: crate::pg::generated::Virtual,
     pub(crate) _cxt: OwnedContext,
+}
+
+impl AuditMeta {
+    /// A row of the table, deformed, with its virtual generated columns computed: the values
+    /// `to_jsonb()` of the row shows.
+    ///
+    /// # Safety
+    /// `tuple` must be a tuple of the relation this entry was built for.
+    pub(crate) unsafe fn deform(
+        &self,
+        tuple: pg_sys::HeapTuple,
+        desc: pg_sys::TupleDesc,
+    ) -> (Vec<pg_sys::Datum>, Vec<bool>) {
+        let (mut values, mut nulls) = crate::audit::encode::deform(tuple, desc);
+        self.generated.compute(tuple, &mut values, &mut nulls);
+        (values, nulls)
+    }
 }
 
 pub(crate) enum TenantText {
@@ -241,7 +260,7 @@ pub(crate) unsafe fn live_attributes(
     let natts = (*desc).natts as usize;
     (0..natts)
         .filter_map(|i| {
-            let att = &*(*desc).attrs.as_ptr().add(i);
+            let att = &*crate::pg::nodes::tuple_desc_attr(desc, i);
             (!att.attisdropped).then_some((i, att))
         })
         .collect()
@@ -440,6 +459,8 @@ pub(crate) fn build_audit_meta(rel: pg_sys::Relation, args: &[String]) -> AuditM
         });
     // SAFETY: the open relation's name, copied.
     let relname = Box::new(unsafe { (*(*rel).rd_rel).relname });
+    // SAFETY: the open relation, in the entry's own memory context.
+    let generated = unsafe { crate::pg::generated::Virtual::prepare(rel, cxt.0) };
     AuditMeta {
         skip_noop,
         values,
@@ -447,6 +468,7 @@ pub(crate) fn build_audit_meta(rel: pg_sys::Relation, args: &[String]) -> AuditM
         all,
         tenant,
         relname,
+        generated,
         _cxt: cxt,
     }
 }

@@ -2,7 +2,7 @@
 //! catalog work is done once per relation (`meta`), its values become jsonb directly (`encode`),
 //! and the audit row goes straight into the table (`write`).
 
-use crate::audit::encode::{deform, name_datum, row_object, same, same_bytes, text_datum};
+use crate::audit::encode::{name_datum, row_object, same, same_bytes, text_datum};
 use crate::audit::meta::{
     audit_meta, build_updated_at_meta, name_ref, register_callback, trigger_args, UPDATED_AT_META,
 };
@@ -79,7 +79,7 @@ pub extern "C-unwind" fn tenantguard_audit(fcinfo: pg_sys::FunctionCallInfo) -> 
         let desc = (*rel).rd_att;
         let row = match op {
             TRIGGER_EVENT_INSERT => {
-                let (v, n) = deform((*td).tg_trigtuple, desc);
+                let (v, n) = meta.deform((*td).tg_trigtuple, desc);
                 AuditRow {
                     op: "INSERT",
                     relname: name_ref(&meta.relname),
@@ -91,7 +91,7 @@ pub extern "C-unwind" fn tenantguard_audit(fcinfo: pg_sys::FunctionCallInfo) -> 
                 }
             }
             TRIGGER_EVENT_DELETE => {
-                let (v, n) = deform((*td).tg_trigtuple, desc);
+                let (v, n) = meta.deform((*td).tg_trigtuple, desc);
                 AuditRow {
                     op: "DELETE",
                     relname: name_ref(&meta.relname),
@@ -106,8 +106,8 @@ pub extern "C-unwind" fn tenantguard_audit(fcinfo: pg_sys::FunctionCallInfo) -> 
                 if meta.skip_noop && same_bytes((*td).tg_trigtuple, (*td).tg_newtuple) {
                     return pg_sys::Datum::from(0);
                 }
-                let (ov, on) = deform((*td).tg_trigtuple, desc);
-                let (nv, nn) = deform((*td).tg_newtuple, desc);
+                let (ov, on) = meta.deform((*td).tg_trigtuple, desc);
+                let (nv, nn) = meta.deform((*td).tg_newtuple, desc);
                 // An excluded column's change counts as a change (the row is written) but is
                 // not named: audit_exclude columns never appear in the log.
                 let mut changed: Vec<pg_sys::Datum> = Vec::new();
@@ -198,8 +198,15 @@ pub extern "C-unwind" fn tenantguard_set_updated_at(
         }
         let mut attnum = (index + 1) as i32;
         let mut isnull = false;
-        let tuple =
-            pg_sys::heap_modify_tuple_by_cols(new, desc, 1, &mut attnum, &mut value, &mut isnull);
+        let tuple = pg_sys::heap_modify_tuple_by_cols(
+            new,
+            desc,
+            1,
+            // Raw pointers: PostgreSQL 17 made these parameters const.
+            ptr::addr_of_mut!(attnum),
+            ptr::addr_of_mut!(value),
+            ptr::addr_of_mut!(isnull),
+        );
         pg_sys::Datum::from(tuple)
     }
 }

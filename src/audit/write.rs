@@ -363,7 +363,14 @@ pub(crate) unsafe fn write_row(rel: pg_sys::Relation, row: AuditRow) {
             }
             let tuple =
                 pg_sys::heap_form_tuple((*audit).rd_att, values.as_mut_ptr(), nulls.as_mut_ptr());
+            // Under the transaction's resource owner, which also owns the open table and
+            // indexes: from PostgreSQL 17 a BRIN index keeps buffers pinned between inserts (its
+            // insert state, released when the indexes are closed before commit), and a pin taken
+            // under this statement's owner would be reported as leaked when the statement ends.
+            let saved_owner = pg_sys::CurrentResourceOwner;
+            pg_sys::CurrentResourceOwner = pg_sys::TopTransactionResourceOwner;
             pg_sys::CatalogTupleInsertWithInfo(audit, tuple, open.indexes);
+            pg_sys::CurrentResourceOwner = saved_owner;
         });
     } else {
         // Through the kept INSERT plan, as the audit log's owner: no role needs INSERT on it.

@@ -119,7 +119,7 @@ pub(crate) unsafe fn truncate_references_grant(
                     tables.extend(range_var_oid(obj as *mut pg_sys::RangeVar));
                 }
                 pg_sys::NodeTag::T_String => {
-                    let name = (*(obj as *mut pg_sys::String)).sval;
+                    let name = crate::pg::nodes::string_node_text(obj);
                     if !name.is_null() {
                         schemas.push(CStr::from_ptr(name).to_string_lossy().into_owned());
                     }

@@ -10,12 +10,21 @@ use pgrx::pg_sys;
 extern "C-unwind" {
     #[link_name = "standard_ExecutorStart"]
     pub fn raw_standard_executor_start(query_desc: *mut pg_sys::QueryDesc, eflags: i32);
+    #[cfg(not(feature = "pg18"))]
     #[link_name = "standard_ExecutorRun"]
     pub fn raw_standard_executor_run(
         query_desc: *mut pg_sys::QueryDesc,
         direction: pg_sys::ScanDirection::Type,
         count: u64,
         execute_once: bool,
+    );
+    /// PostgreSQL 18 dropped `execute_once` (executor/executor.h).
+    #[cfg(feature = "pg18")]
+    #[link_name = "standard_ExecutorRun"]
+    pub fn raw_standard_executor_run(
+        query_desc: *mut pg_sys::QueryDesc,
+        direction: pg_sys::ScanDirection::Type,
+        count: u64,
     );
     #[link_name = "standard_ExecutorFinish"]
     pub fn raw_standard_executor_finish(query_desc: *mut pg_sys::QueryDesc);

@@ -17,6 +17,7 @@ macro_rules! pg_finfo_v1 {
 
 pub mod callbacks;
 pub mod executor;
+pub mod generated;
 pub mod nodes;
 pub mod raw;
 pub mod settings;

@@ -1,4 +1,4 @@
-//! Reading parse trees the server hands to the event triggers.
+//! Reading parse trees the server hands to the event triggers, and tuple descriptors.
 
 use pgrx::pg_sys;
 
@@ -31,4 +31,38 @@ pub(crate) unsafe fn range_var_oid(rv: *mut pg_sys::RangeVar) -> Option<pg_sys::
         std::ptr::null_mut(),
     );
     (oid != pg_sys::InvalidOid).then_some(oid)
+}
+
+/// A `String` node's text (PostgreSQL 15 and later; a `Value` node with `T_String` in 14).
+///
+/// # Safety
+/// `node` must be a node tagged `T_String`.
+pub unsafe fn string_node_text(node: *mut pg_sys::Node) -> *const std::ffi::c_char {
+    #[cfg(feature = "pg14")]
+    {
+        (*(node as *mut pg_sys::Value)).val.str_
+    }
+    #[cfg(not(feature = "pg14"))]
+    {
+        (*(node as *mut pg_sys::String)).sval
+    }
+}
+
+/// Attribute `i` (0-based) of a tuple descriptor. PostgreSQL 18 keeps compact attributes in front
+/// of the full ones, so only its `TupleDescAttr` finds them.
+///
+/// # Safety
+/// `desc` must be a valid tuple descriptor and `i` less than its `natts`.
+pub unsafe fn tuple_desc_attr(
+    desc: pg_sys::TupleDesc,
+    i: usize,
+) -> *const pg_sys::FormData_pg_attribute {
+    #[cfg(feature = "pg18")]
+    {
+        pg_sys::TupleDescAttr(desc, i as i32)
+    }
+    #[cfg(not(feature = "pg18"))]
+    {
+        (*desc).attrs.as_ptr().add(i)
+    }
 }

@@ -10,12 +10,39 @@ use pgrx::pg_sys::{
 };
 use std::ffi::{c_char, c_int, c_void};
 
-/// The backend's local transaction id (`MyProc->lxid`).
+/// The backend's local transaction id (`MyProc->lxid`; `MyProc->vxid.lxid` from PostgreSQL 17).
 ///
 /// # Safety
 /// MyProc must be set (any backend that runs SQL).
 pub unsafe fn my_local_xid() -> u32 {
-    (*pgrx::pg_sys::MyProc).lxid
+    #[cfg(any(feature = "pg14", feature = "pg15", feature = "pg16"))]
+    {
+        (*pgrx::pg_sys::MyProc).lxid
+    }
+    #[cfg(not(any(feature = "pg14", feature = "pg15", feature = "pg16")))]
+    {
+        (*pgrx::pg_sys::MyProc).vxid.lxid
+    }
+}
+
+// The settings array: PostgreSQL 14 and 15 (16 replaced it with a hash table, and changed
+// get_guc_variables() to build a sorted copy per call).
+#[cfg(any(feature = "pg14", feature = "pg15"))]
+extern "C-unwind" {
+    pub fn get_guc_variables() -> *mut *mut config_generic;
+    pub fn GetNumConfigOptions() -> c_int;
+}
+
+// The settings hash table's lookup, exported from PostgreSQL 16 (utils/guc_tables.h). Cannot fail
+// with create_placeholders = false and skip_errors = true.
+#[cfg(not(any(feature = "pg14", feature = "pg15")))]
+extern "C-unwind" {
+    pub fn find_option(
+        name: *const c_char,
+        create_placeholders: bool,
+        skip_errors: bool,
+        elevel: c_int,
+    ) -> *mut config_generic;
 }
 
 extern "C-unwind" {
@@ -23,8 +50,6 @@ extern "C-unwind" {
     pub fn GetCurrentStatementStartTimestamp() -> TimestampTz;
     pub fn GetUserId() -> Oid;
     pub fn GetSessionUserId() -> Oid;
-    pub fn get_guc_variables() -> *mut *mut config_generic;
-    pub fn GetNumConfigOptions() -> c_int;
     pub fn pg_mbcliplen(mbstr: *const c_char, len: c_int, limit: c_int) -> c_int;
     /// Cannot fail with missing_ok = true and restrict_privileged = false; may raise with
     /// restrict_privileged = true (a superuser-only setting the role may not read).

@@ -5,8 +5,9 @@
 //! case-insensitively: about 600 instructions per call through pgrx's error boundary (callgrind);
 //! the two calls per statement were a quarter of what slow-query capture cost a `pgbench -S`
 //! statement.
-//! Here each of the two settings remembers where it sits in that array and checks, in a few
-//! instructions, that it still does before reading its value directly.
+//! On PostgreSQL 14 and 15 each of the two settings remembers where it sits in that array and
+//! checks, in a few instructions, that it still does before reading its value directly. From 16
+//! on the settings live in a hash table, and one hash lookup (`find_option`) finds the setting.
 
 use crate::gucs;
 use crate::pg::raw;
@@ -15,7 +16,8 @@ use std::cell::RefCell;
 use std::ffi::{c_char, CStr, CString};
 use std::ptr;
 
-/// Where one named setting was last found in the server's array of settings, which PostgreSQL
+#[cfg(any(feature = "pg14", feature = "pg15"))]
+/// Where one named setting was last found in the server's array of settings (PostgreSQL 14 and 15), which PostgreSQL
 /// keeps sorted by name (case-insensitively) and changes only by inserting a setting, removing a
 /// placeholder, or replacing a placeholder in place by the real definition.
 struct Slot {
@@ -32,6 +34,7 @@ struct Slot {
     after: *mut pg_sys::config_generic,
 }
 
+#[cfg(any(feature = "pg14", feature = "pg15"))]
 impl Slot {
     fn new() -> Slot {
         Slot {
@@ -103,6 +106,7 @@ impl Slot {
     }
 }
 
+#[cfg(any(feature = "pg14", feature = "pg15"))]
 /// PostgreSQL's order of setting names: ASCII letters folded to lower case, bytes compared as the
 /// platform's `char` (signed on x86-64), a prefix first.
 fn guc_name_compare(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
@@ -110,33 +114,43 @@ fn guc_name_compare(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
     a.iter().map(fold).cmp(b.iter().map(fold))
 }
 
+#[cfg(any(feature = "pg14", feature = "pg15"))]
 thread_local! {
     static SLOTS: RefCell<[Slot; 2]> = RefCell::new([Slot::new(), Slot::new()]);
 }
 
-/// The current value of the setting that tenantguard.tenant_setting (0) or
-/// tenantguard.user_setting (1) names; NULL when unset. Never raises an ERROR and never panics, so
-/// the executor hooks can call it outside an error boundary.
-pub(crate) fn named_setting(which: usize) -> *const c_char {
+/// The name of the setting that tenantguard.tenant_setting (0) or tenantguard.user_setting (1)
+/// names, as the bytes of that setting's current value.
+///
+/// # Safety
+/// Reads the string setting's own storage, which holds NULL or its current value.
+unsafe fn name_of(which: usize) -> &'static [u8] {
     let (guc, default) = if which == 0 {
         (&gucs::TENANT_SETTING, gucs::DEFAULT_TENANT_SETTING)
     } else {
         (&gucs::USER_SETTING, gucs::DEFAULT_USER_SETTING)
     };
-    // SAFETY: the setting's own storage holds NULL or its current string; the server's array of
-    // settings and each setting in it stay valid while the backend runs (removed placeholders are
-    // never freed); a string setting's variable holds NULL or its current value, as
-    // GetConfigOption would return it.
+    let name = *guc.as_ptr();
+    if name.is_null() || *name == 0 {
+        default.as_bytes()
+    } else {
+        CStr::from_ptr(name).to_bytes()
+    }
+}
+
+/// The definition of the setting that tenantguard.tenant_setting (0) or tenantguard.user_setting
+/// (1) names, or null when no setting of that name exists. PostgreSQL 14 and 15 keep settings in
+/// a sorted array: the slot remembers where. Never raises.
+#[cfg(any(feature = "pg14", feature = "pg15"))]
+fn lookup(which: usize) -> *mut pg_sys::config_generic {
+    // SAFETY: the server's array of settings and each setting in it stay valid while the backend
+    // runs; a placeholder replaced by the real definition is a different pointer, which the slot
+    // notices (still_right compares pointers).
     unsafe {
-        let name = *guc.as_ptr();
-        let name: &[u8] = if name.is_null() || *name == 0 {
-            default.as_bytes()
-        } else {
-            CStr::from_ptr(name).to_bytes()
-        };
+        let name = name_of(which);
         SLOTS.with(|slots| {
             let Ok(mut slots) = slots.try_borrow_mut() else {
-                return ptr::null();
+                return ptr::null_mut();
             };
             let slot = &mut slots[which];
             // Compared by content (a few bytes): the slot starts over only when the name changes.
@@ -147,19 +161,61 @@ pub(crate) fn named_setting(which: usize) -> *const c_char {
             let vars = raw::get_guc_variables();
             let n = raw::GetNumConfigOptions().max(0) as usize;
             if vars.is_null() {
-                return raw::GetConfigOption(slot.name.as_ptr(), true, false);
+                return ptr::null_mut();
             }
             if !slot.still_right(vars, n) {
                 slot.find(vars, n);
             }
-            if slot.var.is_null() {
-                ptr::null()
-            } else if (*slot.var).vartype == pg_sys::config_type::PGC_STRING {
-                *(*(slot.var as *mut pg_sys::config_string)).variable
-            } else {
-                raw::GetConfigOption(slot.name.as_ptr(), true, false)
-            }
+            slot.var
         })
+    }
+}
+
+/// The same on PostgreSQL 16 and later, which keep settings in a hash table (and free a
+/// placeholder when the real definition replaces it, so no pointer is kept between calls):
+/// `find_option` looks the name up, case-insensitively, without raising and without creating a
+/// placeholder.
+#[cfg(not(any(feature = "pg14", feature = "pg15")))]
+fn lookup(which: usize) -> *mut pg_sys::config_generic {
+    // SAFETY: name_of gives the current name; a name with a NUL byte cannot be a setting.
+    unsafe {
+        let name = name_of(which);
+        thread_local! {
+            static NAME: RefCell<CString> = RefCell::new(CString::default());
+        }
+        NAME.with(|n| {
+            let Ok(mut n) = n.try_borrow_mut() else {
+                return ptr::null_mut();
+            };
+            if n.as_bytes() != name {
+                let Ok(c) = CString::new(name) else {
+                    return ptr::null_mut();
+                };
+                *n = c;
+            }
+            raw::find_option(n.as_ptr(), false, true, pg_sys::DEBUG5 as i32)
+        })
+    }
+}
+
+/// The current value of the setting that tenantguard.tenant_setting (0) or
+/// tenantguard.user_setting (1) names; NULL when unset. Never raises an ERROR and never panics, so
+/// the executor hooks can call it outside an error boundary.
+pub(crate) fn named_setting(which: usize) -> *const c_char {
+    let var = lookup(which);
+    if var.is_null() {
+        return ptr::null();
+    }
+    // SAFETY: a live setting; a string setting's variable holds NULL or its current value, as
+    // GetConfigOption would return it. Other types (a custom placeholder is always a string) are
+    // read through GetConfigOption, which cannot fail for an existing setting with
+    // missing_ok = true and restrict_privileged = false.
+    unsafe {
+        if (*var).vartype == pg_sys::config_type::PGC_STRING {
+            *(*(var as *mut pg_sys::config_string)).variable
+        } else {
+            raw::GetConfigOption((*var).name, true, false)
+        }
     }
 }
 

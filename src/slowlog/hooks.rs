@@ -115,7 +115,10 @@ unsafe fn begin(
     let (location, length, queryid) = if stmt.is_null() {
         (-1, 0, 0)
     } else {
-        ((*stmt).stmt_location, (*stmt).stmt_len, (*stmt).queryId)
+        // queryId is uint64 up to PostgreSQL 17 and int64 from 18: the same bits.
+        #[allow(clippy::unnecessary_cast)]
+        let queryid = (*stmt).queryId as u64;
+        ((*stmt).stmt_location, (*stmt).stmt_len, queryid)
     };
     let started_at = raw::GetCurrentTimestamp();
     // A nested statement's text is copied now, while it is valid (see Running::source), cut to
@@ -395,6 +398,8 @@ pub(crate) unsafe extern "C-unwind" fn executor_start(
     }
 }
 
+/// ExecutorRun: the clock runs while it does. PostgreSQL 18 dropped the `execute_once` argument.
+#[cfg(not(feature = "pg18"))]
 pub(crate) unsafe extern "C-unwind" fn executor_run(
     query_desc: *mut pg_sys::QueryDesc,
     direction: pg_sys::ScanDirection::Type,
@@ -406,6 +411,22 @@ pub(crate) unsafe extern "C-unwind" fn executor_run(
     match PREV_EXECUTOR_RUN {
         Some(prev) => prev(query_desc, direction, count, execute_once),
         None => executor::raw_standard_executor_run(query_desc, direction, count, execute_once),
+    }
+    add_nesting(-1);
+    set_active(query_desc as usize, false);
+}
+
+#[cfg(feature = "pg18")]
+pub(crate) unsafe extern "C-unwind" fn executor_run(
+    query_desc: *mut pg_sys::QueryDesc,
+    direction: pg_sys::ScanDirection::Type,
+    count: u64,
+) {
+    set_active(query_desc as usize, true);
+    add_nesting(1);
+    match PREV_EXECUTOR_RUN {
+        Some(prev) => prev(query_desc, direction, count),
+        None => executor::raw_standard_executor_run(query_desc, direction, count),
     }
     add_nesting(-1);
     set_active(query_desc as usize, false);

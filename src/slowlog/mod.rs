@@ -17,7 +17,9 @@ pub mod worker;
 use hooks::*;
 use pgrx::bgworkers::BackgroundWorkerBuilder;
 use pgrx::prelude::*;
-use ring::{shmem_request, shmem_startup, PRELOADED, PREV_SHMEM_REQUEST, PREV_SHMEM_STARTUP};
+#[cfg(not(feature = "pg14"))]
+use ring::{shmem_request, PREV_SHMEM_REQUEST};
+use ring::{shmem_startup, PRELOADED, PREV_SHMEM_STARTUP};
 use std::ptr;
 use std::time::Duration;
 
@@ -34,8 +36,13 @@ pub fn init() {
         // computes one (compute_query_id = on, or auto with pg_stat_statements loaded) and does not
         // turn it on by itself. Computing it costs about 2,800 instructions for a `pgbench -S`
         // statement, three times what the hooks cost (bench/slowlog_instructions.sh).
-        PREV_SHMEM_REQUEST = pg_sys::shmem_request_hook;
-        pg_sys::shmem_request_hook = Some(shmem_request);
+        #[cfg(not(feature = "pg14"))]
+        {
+            PREV_SHMEM_REQUEST = pg_sys::shmem_request_hook;
+            pg_sys::shmem_request_hook = Some(shmem_request);
+        }
+        #[cfg(feature = "pg14")]
+        ring::request();
         PREV_SHMEM_STARTUP = pg_sys::shmem_startup_hook;
         pg_sys::shmem_startup_hook = Some(shmem_startup);
         PREV_EXECUTOR_START = pg_sys::ExecutorStart_hook;

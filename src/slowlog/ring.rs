@@ -48,6 +48,7 @@ pub(crate) static mut RING: *mut Ring = ptr::null_mut();
 
 pub(crate) static mut PRELOADED: bool = false;
 
+#[cfg(not(feature = "pg14"))]
 pub(crate) static mut PREV_SHMEM_REQUEST: pg_sys::shmem_request_hook_type = None;
 
 pub(crate) static mut PREV_SHMEM_STARTUP: pg_sys::shmem_startup_hook_type = None;
@@ -78,11 +79,21 @@ pub(crate) fn preloaded() -> bool {
     unsafe { PRELOADED && !RING.is_null() }
 }
 
+#[cfg(not(feature = "pg14"))]
 #[pg_guard]
 pub(crate) unsafe extern "C-unwind" fn shmem_request() {
     if let Some(prev) = PREV_SHMEM_REQUEST {
         prev();
     }
+    request();
+}
+
+/// Asks for the ring's shared memory and its lock: from shmem_request_hook (PostgreSQL 15 and
+/// later), or from _PG_init while shared_preload_libraries is processed (14, which has no hook).
+///
+/// # Safety
+/// Only while the postmaster processes shared_preload_libraries.
+pub(crate) unsafe fn request() {
     pg_sys::RequestAddinShmemSpace(ring_size());
     pg_sys::RequestNamedLWLockTranche(TRANCHE.as_ptr(), 1);
 }
