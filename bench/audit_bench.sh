@@ -29,13 +29,13 @@ port=55437
 
 bench_setup tenantguard-audit-bench "$dir" "$port" "autovacuum = off" "max_wal_size = 4GB" \
   "checkpoint_timeout = 30min"
-psql_su() { as_pg psql -X -q -v ON_ERROR_STOP=1 -h "$dir" -p "$port" -U postgres -d postgres "$@"; }
+psql_su() { as_pg "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$dir" -p "$port" -U postgres -d postgres "$@"; }
 
 psql_su -f bench/audit_setup.sql
 
 # timed SQL -> milliseconds (the server's statement time, as psql's \timing reports it)
 timed() {
-  as_pg psql -X -q -v ON_ERROR_STOP=1 -h "$dir" -p "$port" -U postgres -d postgres \
+  as_pg "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$dir" -p "$port" -U postgres -d postgres \
     -c 'SET app.user_id = '"'bench'" -c '\timing on' -c "$1" | awk '/^Time:/ {print $2}'
 }
 

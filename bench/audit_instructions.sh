@@ -25,7 +25,7 @@ bash scripts/setup.sh
 echo "== release build" >&2
 install_extension --release >"$base-install.log" 2>&1 || { cat "$base-install.log"; exit 1; }
 cluster_start "$base" "$port" "autovacuum = off"
-psql_su() { as_pg psql -X -q -v ON_ERROR_STOP=1 -h "$base" -p "$port" -U postgres -d postgres "$@"; }
+psql_su() { as_pg "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$base" -p "$port" -U postgres -d postgres "$@"; }
 psql_su -f bench/audit_setup.sql
 for v in $variants; do make_table "$v"; done
 cluster_stop "$base"

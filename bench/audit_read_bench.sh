@@ -20,7 +20,7 @@ dir=/tmp/tenantguard-audit-read-bench
 port=55438
 
 bench_setup tenantguard-audit-read-bench "$dir" "$port" "shared_buffers = 512MB"
-psql_su() { as_pg psql -X -q -v ON_ERROR_STOP=1 -h "$dir" -p "$port" -U postgres -d postgres "$@"; }
+psql_su() { as_pg "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$dir" -p "$port" -U postgres -d postgres "$@"; }
 
 echo "== $rows audit rows" >&2
 psql_su -v rows="$rows" <<'SQL'
@@ -65,7 +65,7 @@ record_view="SELECT count(*) FROM (SELECT * FROM tenantguard.audit_log WHERE tab
 record_func="SELECT count(*) FROM tenantguard.audit_history('orders', $record)"
 record_base="SELECT count(*) FROM (SELECT * FROM tenantguard._audit_log WHERE table_oid = 'orders'::regclass AND record_key = $record AND tenant_id = '$tenant_id' OFFSET 0) x"
 
-as_app() { local role=$1; shift; as_pg psql -X -q -v ON_ERROR_STOP=1 -h "$dir" -p "$port" -U "$role" -d postgres "$@"; }
+as_app() { local role=$1; shift; as_pg "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$dir" -p "$port" -U "$role" -d postgres "$@"; }
 tenant="SET app.current_tenant_id = '$tenant_id';"
 
 echo "== plans" >&2

@@ -15,7 +15,7 @@ dir=/tmp/tenantguard-ddl-bench
 port=55435
 
 bench_setup tenantguard-ddl-bench "$dir" "$port"
-psql_db() { local db=$1; shift; as_pg psql -X -q -v ON_ERROR_STOP=1 -h "$dir" -p "$port" -U postgres -d "$db" "$@"; }
+psql_db() { local db=$1; shift; as_pg "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$dir" -p "$port" -U postgres -d "$db" "$@"; }
 
 psql_db postgres -c "CREATE DATABASE tg" -c "CREATE DATABASE plain"
 psql_db tg -c "CREATE EXTENSION tenantguard"

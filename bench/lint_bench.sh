@@ -13,7 +13,7 @@ dir=/tmp/tenantguard-lint-bench
 port=55436
 
 bench_setup tenantguard-lint-bench "$dir" "$port" "max_locks_per_transaction = 1024"
-psql_su() { as_pg psql -X -q -v ON_ERROR_STOP=1 -h "$dir" -p "$port" -U postgres -d postgres "$@"; }
+psql_su() { as_pg "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$dir" -p "$port" -U postgres -d postgres "$@"; }
 
 echo "== creating $tables tables" >&2
 psql_su -c "CREATE EXTENSION tenantguard"
@@ -31,7 +31,7 @@ VACUUM ANALYZE;
 SQL
 
 time_of() { # sql -> milliseconds
-  as_pg psql -X -q -h "$dir" -p "$port" -U postgres -d postgres \
+  as_pg "$PGBIN/psql" -X -q -h "$dir" -p "$port" -U postgres -d postgres \
     -c '\timing on' -c "$1" 2>&1 | awk '/^Time:/ {print $2}'
 }
 median() { sort -n | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }

@@ -23,7 +23,7 @@ dir=/tmp/tenantguard-bench
 port=55434
 
 bench_setup tenantguard-bench "$dir" "$port" "shared_buffers = '512MB'" "autovacuum = off" "max_wal_size = '4GB'"
-psql_su() { as_pg psql -X -q -v ON_ERROR_STOP=1 -h "$dir" -p "$port" -U postgres -d postgres "$@"; }
+psql_su() { as_pg "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$dir" -p "$port" -U postgres -d postgres "$@"; }
 
 echo "== loading 3 x 1M rows" >&2
 psql_su <<'SQL'

@@ -41,7 +41,7 @@ for s in tg none pgss; do
 done
 trap 'for s in tg none pgss; do cluster_stop "$base-$s"; done' EXIT
 dir=$base-tg
-psql_su() { as_pg psql -X -q -v ON_ERROR_STOP=1 -h "$dir" -p "${port[tg]}" -U postgres -d postgres "$@"; }
+psql_su() { as_pg "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$dir" -p "${port[tg]}" -U postgres -d postgres "$@"; }
 pgb() { # setup, pgbench args... -> tps
   local s=$1; shift
   as_pg "$PGBIN/pgbench" -h "$base-$s" -p "${port[$s]}" -U postgres -n -c 2 -j 2 "$@" postgres 2>/dev/null |
@@ -51,7 +51,7 @@ pgb() { # setup, pgbench args... -> tps
 for s in tg none pgss; do
   echo "== pgbench -i -s 10 ($s)" >&2
   as_pg "$PGBIN/pgbench" -h "$base-$s" -p "${port[$s]}" -U postgres -i -s 10 -q postgres >/dev/null 2>&1
-  as_pg psql -X -q -h "$base-$s" -p "${port[$s]}" -U postgres -d postgres -c "VACUUM (FREEZE, ANALYZE)"
+  as_pg "$PGBIN/psql" -X -q -h "$base-$s" -p "${port[$s]}" -U postgres -d postgres -c "VACUUM (FREEZE, ANALYZE)"
 done
 
 results=/tmp/tenantguard-slowlog-bench.tsv

@@ -29,7 +29,7 @@ echo "== release build" >&2
 install_extension --release >"$base-install.log" 2>&1 || { cat "$base-install.log"; exit 1; }
 cluster_start "$base" "$port" "shared_buffers = '256MB'" "autovacuum = off"
 as_pg "$PGBIN/pgbench" -h "$base" -p "$port" -U postgres -i -s 10 -q postgres >/dev/null 2>&1
-as_pg psql -X -q -h "$base" -p "$port" -U postgres -d postgres -c "VACUUM (FREEZE, ANALYZE)"
+as_pg "$PGBIN/psql" -X -q -h "$base" -p "$port" -U postgres -d postgres -c "VACUUM (FREEZE, ANALYZE)"
 cluster_stop "$base"
 
 # The statements pgbench would send, with its random choices made once (fixed seed).

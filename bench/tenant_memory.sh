@@ -16,7 +16,7 @@ dir=/tmp/tenantguard-memory-bench
 port=55437
 
 bench_setup tenantguard-memory-bench "$dir" "$port"
-psql_su() { as_pg psql -X -q -v ON_ERROR_STOP=1 -h "$dir" -p "$port" -U postgres -d postgres "$@"; }
+psql_su() { as_pg "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$dir" -p "$port" -U postgres -d postgres "$@"; }
 
 psql_su <<'SQL'
 CREATE EXTENSION tenantguard;
@@ -58,7 +58,7 @@ END $$;
 SQL
 echo "== $n distinct tenants in one session" >&2
 start=$(date +%s)
-as_pg psql -X -q -v ON_ERROR_STOP=1 -h "$dir" -p "$port" -U app -d postgres -c "CALL many_tenants($n)"
+as_pg "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$dir" -p "$port" -U app -d postgres -c "CALL many_tenants($n)"
 echo "== took $(( $(date +%s) - start )) s" >&2
 psql_su -c "SELECT tenants, rss_kb, private_kb, shared_kb, contexts_kb,
                    private_kb - first_value(private_kb) OVER (ORDER BY tenants) AS private_growth_kb

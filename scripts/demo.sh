@@ -4,21 +4,31 @@
 # one, shows two tenants sharing a protected table, the audit trail each tenant sees, and a slow
 # query recorded with its tenant.
 # The cluster is stopped and removed at the end; pass --keep to leave it running for a look around.
+#
+# usage: bash scripts/demo.sh [--pg MAJOR] [--keep]    MAJOR: 14 to 18 (default 15, Debian's own)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
-keep=${1:-}
+keep=
+while [ $# -gt 0 ]; do
+  case $1 in
+    --keep) keep=--keep ;;
+    --pg) shift; use_pg "${1:-}" || exit 2 ;;
+    *) echo "usage: bash scripts/demo.sh [--pg MAJOR] [--keep]" >&2; exit 2 ;;
+  esac
+  shift
+done
 dir=/tmp/tenantguard-demo
 port=55433
 
 bash scripts/setup.sh
-echo "== building and installing tenantguard"
+echo "== building and installing tenantguard for PostgreSQL $PG_MAJOR"
 install_extension >/tmp/tenantguard-demo-install.log 2>&1 || { cat /tmp/tenantguard-demo-install.log; exit 1; }
 echo "== starting a throwaway cluster in $dir (port $port)"
 cluster_start "$dir" "$port" "shared_preload_libraries = 'tenantguard'"
 if [ "$keep" != --keep ]; then trap 'cluster_stop "$dir"; rm -rf "$dir"; echo "== cluster stopped and removed"' EXIT; fi
 
-psql_as() { local role=$1; shift; as_pg psql -X -q -h "$dir" -p "$port" -U "$role" -d postgres "$@"; }
+psql_as() { local role=$1; shift; as_pg "$PGBIN/psql" -X -q -h "$dir" -p "$port" -U "$role" -d postgres "$@"; }
 
 psql_as postgres -v ON_ERROR_STOP=1 <<'SQL'
 \echo '== as the DBA: a table from before tenantguard, shared by two tenants'

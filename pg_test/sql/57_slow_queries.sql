@@ -111,7 +111,10 @@ SELECT query, status, sqlstate IS NULL AS sqlstate_is_null FROM tenantguard.slow
 COPY (VALUES ('BEGIN;'), ('SELECT 1 AS portal_fast;'), ('\sleep 300 ms'),
              ('SELECT pg_sleep(0.15) AS portal_slow;'), ('\sleep 300 ms'), ('COMMIT;'))
   TO '/tmp/tenantguard_portal.pgbench' WITH (FORMAT csv, DELIMITER E'\x02', QUOTE E'\x01');
-\! PGOPTIONS='-c tenantguard.slow_query_ms=100' /usr/lib/postgresql/15/bin/pgbench -n -M extended -t 1 -U postgres -f /tmp/tenantguard_portal.pgbench regression > /dev/null 2>&1; echo "pgbench exit status $?"
+-- The running server's own client programs.
+SELECT setting AS bindir FROM pg_config WHERE name = 'BINDIR' \gset
+\setenv TG_BINDIR :bindir
+\! PGOPTIONS='-c tenantguard.slow_query_ms=100' $TG_BINDIR/pgbench -n -M extended -t 1 -U postgres -f /tmp/tenantguard_portal.pgbench regression > /dev/null 2>&1; echo "pgbench exit status $?"
 \! rm -f /tmp/tenantguard_portal.pgbench
 SELECT query, duration_ms >= 150 AS ran_its_sleep, duration_ms < 300 AS without_client_time
   FROM tenantguard.slow_queries WHERE query LIKE 'SELECT % AS portal_%' ORDER BY started_at;

@@ -49,9 +49,12 @@ CREATE VIEW tg_state AS
     FROM tenantguard.audit_log a;
 SELECT kind, name FROM tg_state ORDER BY 1, 2;
 SELECT md5(string_agg(format('%s|%s|%s', kind, name, detail), ',' ORDER BY kind, name)) AS state FROM tg_state \gset src_
-\! /usr/lib/postgresql/15/bin/pg_dump -Fc -d tg_src -f /tmp/tenantguard_regress.dump && echo dumped
+-- The running server's own client programs.
+SELECT setting AS bindir FROM pg_config WHERE name = 'BINDIR' \gset
+\setenv TG_BINDIR :bindir
+\! $TG_BINDIR/pg_dump -Fc -d tg_src -f /tmp/tenantguard_regress.dump && echo dumped
 CREATE DATABASE tg_dst;
-\! /usr/lib/postgresql/15/bin/pg_restore --exit-on-error -d tg_dst /tmp/tenantguard_regress.dump && echo restored
+\! $TG_BINDIR/pg_restore --exit-on-error -d tg_dst /tmp/tenantguard_regress.dump && echo restored
 \! rm -f /tmp/tenantguard_regress.dump
 \c tg_dst postgres
 SELECT md5(string_agg(format('%s|%s|%s', kind, name, detail), ',' ORDER BY kind, name)) = :'src_state' AS same_state
