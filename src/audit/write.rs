@@ -195,7 +195,12 @@ pub(crate) fn build_target() -> AuditTarget {
     // SAFETY: catalog lookups by name.
     let oid = unsafe {
         let nsp = pg_sys::get_namespace_oid(c"tenantguard".as_ptr(), false);
-        pg_sys::get_relname_relid(c"_audit_log".as_ptr(), nsp)
+        match pg_sys::get_relname_relid(c"_audit_log".as_ptr(), nsp) {
+            // 0.1.0's table, until ALTER EXTENSION tenantguard UPDATE renames it: a server that
+            // already runs this library keeps auditing in between.
+            pg_sys::InvalidOid => pg_sys::get_relname_relid(c"audit_log".as_ptr(), nsp),
+            oid => oid,
+        }
     };
     if oid == pg_sys::InvalidOid {
         Error::AuditLogMissing.raise();
@@ -212,7 +217,7 @@ pub(crate) fn build_target() -> AuditTarget {
                                    AND (i.indexprs IS NOT NULL OR i.indpred IS NOT NULL
                                         OR i.indisexclusion OR NOT i.indimmediate
                                         OR NOT i.indisready)),
-                COALESCE(pg_catalog.pg_get_serial_sequence('tenantguard._audit_log', 'id')::pg_catalog.regclass::oid, 0)
+                COALESCE(pg_catalog.pg_get_serial_sequence(c.oid::pg_catalog.regclass::text, 'id')::pg_catalog.regclass::oid, 0)
            FROM pg_catalog.pg_class c WHERE c.oid = $1",
         &[OID],
         &[oid.into()],

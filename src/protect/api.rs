@@ -76,7 +76,7 @@ pub fn auto_protect(tbl: pg_sys::Oid) -> String {
         &[OID],
         &[tbl.into()],
     )
-    .and_then(|j| serde_json::from_value::<ProtectOptions>(j.0).ok());
+    .and_then(|j| crate::protect::registry::options_from_registry(j.0));
     let options = inherited.unwrap_or_else(|| {
         let admin_exists = kept_first::<bool>(
             &ADMIN_PLAN,
@@ -134,7 +134,7 @@ pub fn adopt_parent_options(tbl: pg_sys::Oid) -> Option<String> {
         &[OID],
         &[tbl.into()],
     )
-    .and_then(|j| serde_json::from_value::<ProtectOptions>(j.0).ok())?;
+    .and_then(|j| crate::protect::registry::options_from_registry(j.0))?;
     let rel = RelInfo::load(tbl);
     let own = load_registration(&rel)?.options?;
     if own == parent {

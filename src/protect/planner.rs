@@ -231,7 +231,7 @@ pub(crate) fn plan_protect(
             .map_or((rel.rls_enabled, rel.rls_forced), |r| {
                 (r.rls_was_enabled, r.rls_was_forced)
             });
-        let options_json = serde_json::to_string(options).expect("options serialize");
+        let options_json = crate::protect::registry::options_to_registry(options);
         let policies_json = serde_json::to_string(&desired).expect("policies serialize");
         let triggers_array = format!(
             "ARRAY[{}]::text[]",

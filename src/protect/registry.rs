@@ -13,6 +13,28 @@ use pgrx::{PgBuiltInOids, PgOid};
 use serde::{Deserialize, Serialize};
 use std::cell::OnceCell;
 
+/// The format of the options the registry keeps, written into them as `"format"`. Entries
+/// without it were written by tenantguard 0.1.0 (format 1). A reader upgrades an older format
+/// before using it (`options_from_registry`); 1 and 2 differ only in the marker.
+pub(crate) const OPTIONS_FORMAT: u64 = 2;
+
+/// Options as the registry keeps them: the resolved options and their format.
+pub(crate) fn options_to_registry(options: &ProtectOptions) -> String {
+    // The fields in their declared order, the format first (a dry-run script shows this text).
+    let fields = serde_json::to_string(options).expect("options serialize");
+    format!("{{\"format\":{OPTIONS_FORMAT},{}", &fields[1..])
+}
+
+/// Options read from the registry, whatever format wrote them; None when they cannot be read.
+pub(crate) fn options_from_registry(value: serde_json::Value) -> Option<ProtectOptions> {
+    let format = value.get("format").and_then(|f| f.as_u64()).unwrap_or(1);
+    if format > OPTIONS_FORMAT {
+        // Written by a newer tenantguard: not ours to interpret.
+        return None;
+    }
+    serde_json::from_value::<ProtectOptions>(value).ok()
+}
+
 /// A policy as the registry recorded it: the spec, plus a hash of each expression's node tree as
 /// PostgreSQL stored it (locations stripped). Node trees do not depend on session settings, so a
 /// later protect() can tell a policy someone altered from one left as it was made.
@@ -62,7 +84,7 @@ pub(crate) fn load_registration(rel: &RelInfo) -> Option<Registration> {
             for row in rows {
                 let options = row
                     .get::<JsonB>(1)?
-                    .and_then(|j| serde_json::from_value::<ProtectOptions>(j.0).ok());
+                    .and_then(|j| options_from_registry(j.0));
                 let policies = row
                     .get::<JsonB>(2)?
                     .and_then(|j| serde_json::from_value::<Vec<RecordedPolicy>>(j.0).ok())
@@ -375,4 +397,27 @@ pub(crate) fn register(
             rls_was_forced.into(),
         ],
     );
+}
+
+#[cfg(any(test, feature = "pg_test"))]
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+
+    /// Options written by 0.1.0 (no "format") and by this version read the same; a newer format
+    /// is not guessed at.
+    #[pg_test]
+    fn registry_options_of_every_format() {
+        let v1 = serde_json::json!({"tenant_column": "tenant_id", "tenant_setting": "app.t",
+                                     "audit": true, "skip_noop_updates": true});
+        let read = super::options_from_registry(v1.clone()).expect("format 1 reads");
+        assert_eq!(read.tenant_setting, "app.t");
+        let written: serde_json::Value =
+            serde_json::from_str(&super::options_to_registry(&read)).unwrap();
+        assert_eq!(written["format"], super::OPTIONS_FORMAT);
+        assert_eq!(super::options_from_registry(written), Some(read));
+        let mut v9 = v1;
+        v9["format"] = 9.into();
+        assert_eq!(super::options_from_registry(v9), None);
+    }
 }

@@ -8,7 +8,7 @@ use pgrx::prelude::*;
 use std::time::Duration;
 
 /// The flush worker: every tenantguard.slow_query_flush_ms (when > 0) flushes the database named
-/// by tenantguard.slow_query_flush_database, if tenantguard is installed there.
+/// by tenantguard.slow_query_flush_database, if this version of tenantguard is installed there.
 #[pg_guard]
 #[no_mangle]
 pub extern "C-unwind" fn tenantguard_flush_worker(_arg: pg_sys::Datum) {
@@ -28,8 +28,12 @@ pub extern "C-unwind" fn tenantguard_flush_worker(_arg: pg_sys::Datum) {
         }
         if gucs::slow_query_flush_ms() > 0 {
             BackgroundWorker::transaction(|| {
-                let installed = Spi::get_one::<bool>(
-                    "SELECT true FROM pg_catalog.pg_extension WHERE extname = 'tenantguard'",
+                // Only the version this library belongs to: until ALTER EXTENSION tenantguard
+                // UPDATE runs, the objects it flushes into may not exist yet.
+                let installed = Spi::get_one_with_args::<bool>(
+                    "SELECT true FROM pg_catalog.pg_extension
+                      WHERE extname = 'tenantguard' AND extversion = $1",
+                    &[env!("CARGO_PKG_VERSION").into()],
                 )
                 .ok()
                 .flatten()

@@ -1,0 +1,527 @@
+-- tenantguard 0.1.0 -> 0.2.0. Run by ALTER EXTENSION tenantguard UPDATE (the default version of
+-- this build); scripts/upgrade_test.sh checks that the result is identical to a fresh install.
+\echo Use "ALTER EXTENSION tenantguard UPDATE" to load this file. \quit
+
+-- The pgrx functions added in 0.2.0 (src/audit/read.rs, src/slowlog/api.rs).
+CREATE FUNCTION tenantguard."_reader"() RETURNS oid /* pg_sys :: Oid */
+STRICT STABLE PARALLEL RESTRICTED
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_reader_wrapper';
+CREATE FUNCTION tenantguard."_audit_sees_all"(
+	"reader" oid /* pg_sys :: Oid */
+) RETURNS bool /* bool */
+STRICT STABLE PARALLEL RESTRICTED
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_audit_sees_all_wrapper';
+CREATE FUNCTION tenantguard."_reads_all_stats"() RETURNS bool /* bool */
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_reads_all_stats_wrapper';
+
+-- tenantguard's own work runs with row_security = on (a session with it off got 42501 from the
+-- registry's own policies instead of the guard's answer).
+ALTER FUNCTION tenantguard.exempt(regclass, text) SET row_security = on;
+ALTER FUNCTION tenantguard.unexempt(regclass) SET row_security = on;
+ALTER FUNCTION tenantguard.protect(regclass, name, name, interval, name, text[], text[], text, jsonb, boolean, boolean, text[], boolean, boolean) SET row_security = on;
+ALTER FUNCTION tenantguard.policies(regclass) SET row_security = on;
+ALTER FUNCTION tenantguard.unprotect(regclass) SET row_security = on;
+ALTER FUNCTION tenantguard.unprotect_sql(regclass) SET row_security = on;
+ALTER FUNCTION tenantguard.coverage() SET row_security = on;
+ALTER FUNCTION tenantguard.assert_coverage() SET row_security = on;
+ALTER FUNCTION tenantguard.assert_lint(text) SET row_security = on;
+
+-- lint(): on PostgreSQL 14 the fix for a view without security_invoker is advice.
+CREATE OR REPLACE FUNCTION tenantguard.lint()
+RETURNS TABLE (level text, code text, object text, detail text, fix text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+SET row_security = on
+AS $$
+WITH setting AS (
+    SELECT COALESCE(NULLIF(current_setting('tenantguard.tenant_column', true), ''), 'tenant_id')::name AS col,
+           COALESCE(NULLIF(current_setting('tenantguard.tenant_setting', true), ''),
+                    'app.current_tenant_id') AS tenant_setting
+),
+tt AS (   -- tenant tables: a tenant column, or registered
+    SELECT c.oid, n.nspname, c.relname, format('%I.%I', n.nspname, c.relname) AS obj,
+           c.relrowsecurity AS rls, c.relforcerowsecurity AS forced, c.relowner, c.relacl,
+           c.relispartition, COALESCE(r.tenant_column, s.col) AS col,
+           r.relid IS NOT NULL AS registered, x.relid IS NOT NULL AS exempt,
+           COALESCE(r.options ->> 'tenant_setting', s.tenant_setting) AS tenant_setting,
+           a.attnum AS tattnum, COALESCE(a.attnotnull, false) AS tnotnull
+      FROM pg_class c
+      JOIN pg_namespace n ON n.oid = c.relnamespace
+      CROSS JOIN setting s
+      LEFT JOIN tenantguard.registry r ON r.relid = c.oid
+      LEFT JOIN tenantguard.exemptions x ON x.relid = c.oid
+      LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = COALESCE(r.tenant_column, s.col)
+                              AND a.attnum > 0 AND NOT a.attisdropped
+     WHERE c.relkind IN ('r', 'p') AND c.relpersistence <> 't'
+       AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'tenantguard')
+       AND n.nspname NOT LIKE 'pg\_%'
+       AND (r.relid IS NOT NULL OR a.attnum IS NOT NULL)
+       AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                        WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')
+),
+hand AS (  -- policies on tenant tables that tenantguard did not write
+    SELECT t.oid AS tbl, t.obj, t.col, t.tattnum, t.tenant_setting, p.oid AS poloid, p.polname,
+           p.polpermissive, p.polroles,
+           pg_get_expr(p.polqual, p.polrelid) AS q, pg_get_expr(p.polwithcheck, p.polrelid) AS wc
+      FROM tt t JOIN pg_policy p ON p.polrelid = t.oid
+     WHERE p.polname NOT LIKE 'tenantguard\_%'
+),
+parent_protected AS (
+    SELECT t.oid FROM tt t
+     WHERE t.relispartition
+       AND EXISTS (SELECT 1 FROM pg_inherits i JOIN tenantguard.registry r ON r.relid = i.inhparent
+                    WHERE i.inhrelid = t.oid)
+),
+bypass_roles AS (
+    SELECT r.oid, r.rolname, r.rolsuper FROM pg_roles r
+     WHERE r.rolcanlogin AND (r.rolsuper OR r.rolbypassrls)
+),
+dependents AS (   -- views and materialized views reading tenant tables
+    SELECT DISTINCT v.oid, v.relkind, format('%I.%I', vn.nspname, v.relname) AS obj, v.relowner,
+           v.reloptions, t.obj AS tbl
+      FROM tt t
+      JOIN pg_depend d ON d.refclassid = 'pg_class'::regclass AND d.refobjid = t.oid
+                      AND d.classid = 'pg_rewrite'::regclass
+      JOIN pg_rewrite rw ON rw.oid = d.objid
+      JOIN pg_class v ON v.oid = rw.ev_class AND v.oid <> t.oid AND v.relkind IN ('v', 'm')
+      JOIN pg_namespace vn ON vn.oid = v.relnamespace
+),
+secdef AS (
+    SELECT p.oid, p.oid::regprocedure::text AS obj, p.proowner, p.proconfig, p.prosrc
+      FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+     WHERE p.prosecdef
+       AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'tenantguard')
+       AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                        WHERE d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e')
+),
+findings AS (
+    -- Tables
+    SELECT 'error' AS level, 'tenant_table_unprotected' AS code, t.obj AS object,
+           format('table has tenant column %I but no row level security', t.col) AS detail,
+           format('SELECT tenantguard.protect(%L);', t.obj) AS fix
+      FROM tt t
+     WHERE NOT t.rls AND NOT t.exempt AND NOT t.registered
+       AND t.oid NOT IN (SELECT oid FROM parent_protected)
+    UNION ALL
+    SELECT 'error', 'unprotected_partition', t.obj,
+           'partition of a protected table is not protected: direct access to it bypasses isolation',
+           format('SELECT tenantguard.protect(%L);', t.obj)
+      FROM tt t
+     WHERE t.oid IN (SELECT oid FROM parent_protected) AND NOT t.registered AND NOT t.exempt
+    UNION ALL
+    SELECT 'error', 'rls_not_forced', t.obj,
+           'row level security is enabled but not forced: the table owner bypasses it',
+           format('ALTER TABLE %s FORCE ROW LEVEL SECURITY;', t.obj)
+      FROM tt t WHERE t.rls AND NOT t.forced AND NOT t.exempt
+    UNION ALL
+    SELECT 'warn', 'rls_without_policies', t.obj,
+           'row level security is on but the table has no policy, so nobody but its owner sees a row',
+           format('SELECT tenantguard.protect(%L);', t.obj)
+      FROM tt t
+     WHERE t.rls AND NOT t.exempt AND NOT EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = t.oid)
+    UNION ALL
+    SELECT 'warn', 'tenant_column_nullable', t.obj,
+           format('tenant column %I allows NULL: such rows belong to no tenant', t.col),
+           format('ALTER TABLE %s ALTER COLUMN %I SET NOT NULL;', t.obj, t.col)
+      FROM tt t WHERE t.tattnum IS NOT NULL AND NOT t.tnotnull AND NOT t.exempt
+    UNION ALL
+    SELECT 'warn', 'no_tenant_index', t.obj,
+           format('no index leads with tenant column %I: every tenant query scans the table', t.col),
+           format('CREATE INDEX ON %s (%I);', t.obj, t.col)
+      FROM tt t
+     WHERE t.tattnum IS NOT NULL AND NOT t.exempt
+       AND NOT EXISTS (SELECT 1 FROM pg_index i WHERE i.indrelid = t.oid AND i.indkey[0] = t.tattnum)
+    -- Privileges
+    UNION ALL
+    SELECT 'error', CASE a.privilege_type WHEN 'TRUNCATE' THEN 'truncate_granted'
+                                          ELSE 'references_granted' END,
+           t.obj,
+           format('%s is granted to %s; row level security does not cover it', a.privilege_type,
+                  CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE pg_get_userbyid(a.grantee)::text END),
+           format('REVOKE %s ON %s FROM %s;', a.privilege_type, t.obj,
+                  CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END)
+      FROM tt t CROSS JOIN LATERAL aclexplode(t.relacl) a
+     WHERE a.privilege_type IN ('TRUNCATE', 'REFERENCES') AND a.grantee <> t.relowner AND NOT t.exempt
+    UNION ALL
+    SELECT CASE WHEN b.rolsuper THEN 'info' ELSE 'error' END,
+           'bypassrls_login_role', b.rolname::text,
+           format('role can log in and %s row level security; it can use %s tenant table(s)',
+                  CASE WHEN b.rolsuper THEN 'as a superuser bypasses' ELSE 'has BYPASSRLS, so it bypasses' END,
+                  count(*)),
+           CASE WHEN b.rolsuper
+                THEN '-- run the application as a NOSUPERUSER NOBYPASSRLS role, never as a superuser'
+                ELSE format('ALTER ROLE %I NOBYPASSRLS;', b.rolname) END
+      FROM bypass_roles b JOIN tt t
+        ON b.rolsuper OR has_table_privilege(b.oid, t.oid, 'SELECT,INSERT,UPDATE,DELETE')
+     GROUP BY b.rolname, b.rolsuper
+    -- Hand-written policies
+    UNION ALL
+    SELECT CASE WHEN h.polroles = '{0}' THEN 'error' ELSE 'warn' END,
+           'permissive_policy_always_true', format('%I on %s', h.polname, h.obj),
+           'permissive policy is always true: OR-ed with tenant isolation, it lets every row through'
+             || CASE WHEN h.polroles = '{0}' THEN ' for every role' ELSE ' for its roles' END,
+           format('DROP POLICY %I ON %s;', h.polname, h.obj)
+      FROM hand h
+     -- USING (true) lets every row be read, WITH CHECK (true) every tenant's rows be written.
+     WHERE h.polpermissive AND (h.q = 'true' OR h.wc = 'true')
+    UNION ALL
+    SELECT 'warn', 'permissive_policy_widens', format('%I on %s', h.polname, h.obj),
+           format('permissive policy does not use tenant column %I: OR-ed with tenant isolation, it '
+                  'lets other tenants'' rows through', h.col),
+           format('DROP POLICY %I ON %s; -- recreate it AS RESTRICTIVE, or pass it to protect() '
+                  'as extra_policies with "permissive": false', h.polname, h.obj)
+      FROM hand h
+     WHERE h.polpermissive AND h.q IS DISTINCT FROM 'true' AND h.wc IS DISTINCT FROM 'true'
+       -- It widens unless it compares the tenant column with the session's tenant: it must
+       -- use the column and read the tenant setting (USING (tenant_id IS NOT NULL) does not).
+       AND (NOT EXISTS (SELECT 1 FROM pg_depend d
+                         WHERE d.classid = 'pg_policy'::regclass AND d.objid = h.poloid
+                           AND d.refclassid = 'pg_class'::regclass AND d.refobjid = h.tbl
+                           AND d.refobjsubid = h.tattnum)
+            OR (strpos(COALESCE(h.q, '') || ' ' || COALESCE(h.wc, ''), quote_literal(h.tenant_setting)) = 0
+                AND COALESCE(h.q, '') || ' ' || COALESCE(h.wc, '')
+                    !~ '(current_tenant|tenant_(uuid|bigint|integer|smallint|text))\(\)'))
+    UNION ALL
+    SELECT DISTINCT 'error', 'guc_admin_check', format('%I on %s', h.polname, h.obj),
+           format('permissive policy trusts setting %s, which any client can SET', m[1]),
+           format('DROP POLICY %I ON %s; -- use protect(%L, admin_role => ''tenantguard_admin'') and '
+                  'GRANT tenantguard_admin TO the support role', h.polname, h.obj, h.obj)
+      FROM hand h
+     CROSS JOIN LATERAL regexp_matches(COALESCE(h.q, '') || ' ' || COALESCE(h.wc, ''),
+                                       '(?:current_setting|tenant_(?:uuid|bigint|integer|smallint|text))\(''([^'']+)''', 'g') AS m
+     WHERE h.polpermissive AND m[1] <> h.tenant_setting
+    UNION ALL
+    SELECT 'warn', 'policy_defeats_index', format('%I on %s', h.polname, h.obj),
+           format('tenant column %I is cast in the policy: no index can serve it, and the setting '
+                  'is compared for every row', h.col),
+           format('DROP POLICY %I ON %s; -- tenantguard''s own policies compare %I itself; '
+                  'rewrite a needed one as %I = tenantguard.%I(%L)',
+                  h.polname, h.obj, h.col, h.col, f.fn, h.tenant_setting)
+      FROM hand h
+      -- The function tenantguard's own policies use for this column type.
+     CROSS JOIN LATERAL (
+         SELECT CASE CASE WHEN ty.typtype = 'd' THEN ty.typbasetype ELSE ty.oid END
+                     WHEN 'uuid'::regtype THEN 'tenant_uuid' WHEN 'int8'::regtype THEN 'tenant_bigint'
+                     WHEN 'int4'::regtype THEN 'tenant_integer' WHEN 'int2'::regtype THEN 'tenant_smallint'
+                     ELSE 'tenant_text' END AS fn
+           FROM pg_attribute a JOIN pg_type ty ON ty.oid = a.atttypid
+          WHERE a.attrelid = h.tbl AND a.attnum = h.tattnum) f
+     WHERE COALESCE(h.q, '') || COALESCE(h.wc, '') LIKE '%(' || quote_ident(h.col) || ')::%'
+    -- Views and materialized views
+    UNION ALL
+    SELECT CASE WHEN o.rolsuper OR o.rolbypassrls THEN 'error' ELSE 'warn' END,
+           'view_without_security_invoker', d.obj,
+           format('view reads %s with its owner''s rights (%s)%s', d.tbl, o.rolname,
+                  CASE WHEN o.rolsuper OR o.rolbypassrls THEN ', who bypasses row level security'
+                       ELSE '' END),
+           CASE WHEN current_setting('server_version_num')::int >= 150000
+                THEN format('ALTER VIEW %s SET (security_invoker = true);', d.obj)
+                -- PostgreSQL 14 has no security_invoker: a view always reads with its owner's
+                -- rights, which are safe only when the owner does not bypass RLS.
+                ELSE format('-- PostgreSQL 14 has no security_invoker: let %s be owned by a role '
+                            'that does not bypass row level security and is not a member of '
+                            'tenantguard_admin, or read the table through a SECURITY INVOKER '
+                            'function instead', d.obj) END
+      FROM dependents d JOIN pg_roles o ON o.oid = d.relowner
+     WHERE d.relkind = 'v'
+       AND NOT COALESCE(d.reloptions @> ARRAY['security_invoker=true']
+                        OR d.reloptions @> ARRAY['security_invoker=on'], false)
+    UNION ALL
+    SELECT 'error', 'materialized_view_over_tenant_table', d.obj,
+           format('materialized view stores rows of %s without row level security', d.tbl),
+           format('DROP MATERIALIZED VIEW %s; -- use a view WITH (security_invoker = true)', d.obj)
+      FROM dependents d WHERE d.relkind = 'm'
+    -- SECURITY DEFINER functions
+    UNION ALL
+    SELECT 'warn', 'security_definer_search_path', f.obj,
+           'SECURITY DEFINER function has no fixed search_path',
+           format('ALTER FUNCTION %s SET search_path = pg_catalog, pg_temp;', f.obj)
+      FROM secdef f
+     WHERE NOT EXISTS (SELECT 1 FROM unnest(f.proconfig) c WHERE c LIKE 'search\_path=%')
+    UNION ALL
+    SELECT DISTINCT CASE WHEN o.rolsuper OR o.rolbypassrls THEN 'error' ELSE 'warn' END,
+           'security_definer_reads_tenant_table', f.obj,
+           format('SECURITY DEFINER function names tenant table %s and runs as %s%s', t.relname,
+                  o.rolname, CASE WHEN o.rolsuper OR o.rolbypassrls
+                                  THEN ', who bypasses row level security' ELSE '' END),
+           format('ALTER FUNCTION %s SECURITY INVOKER;', f.obj)
+      FROM secdef f
+      JOIN pg_roles o ON o.oid = f.proowner
+     CROSS JOIN LATERAL (SELECT DISTINCT w FROM regexp_split_to_table(lower(f.prosrc), '[^a-z0-9_$]+') w) words
+      JOIN tt t ON lower(t.relname) = words.w
+    -- Existence oracles and cross-tenant references
+    UNION ALL
+    SELECT CASE WHEN i.indisprimary THEN 'info' ELSE 'warn' END,
+           'unique_without_tenant', format('%I.%I', t.nspname, ic.relname),
+           format('unique index on %s does not include tenant column %I: inserting a duplicate '
+                  'reveals that another tenant has the value', t.obj, t.col),
+           CASE WHEN i.indisprimary AND con.oid IS NOT NULL AND i.indnkeyatts = i.indnatts
+                     AND i.indexprs IS NULL AND i.indpred IS NULL
+                     AND NOT EXISTS (SELECT 1 FROM pg_constraint f
+                                      WHERE f.contype = 'f' AND f.conindid = i.indexrelid)
+                -- a primary key no foreign key references: make it (tenant, key)
+                THEN format('ALTER TABLE %s DROP CONSTRAINT %I, ADD PRIMARY KEY (%I, %s);',
+                            t.obj, con.conname, t.col,
+                            (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY k.n)
+                               FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n)
+                               JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.attnum))
+                WHEN i.indisprimary OR i.indnkeyatts <> i.indnatts OR i.indexprs IS NOT NULL
+                     OR i.indpred IS NOT NULL
+                THEN format('-- make it unique per tenant: a unique key on (%I, ...) of %s', t.col, t.obj)
+                ELSE format('CREATE UNIQUE INDEX ON %s (%I, %s); %s;', t.obj, t.col,
+                            (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY k.n)
+                               FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k(attnum, n)
+                               JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = k.attnum),
+                            CASE WHEN con.oid IS NOT NULL
+                                 THEN format('ALTER TABLE %s DROP CONSTRAINT %I', t.obj, con.conname)
+                                 ELSE format('DROP INDEX %I.%I', t.nspname, ic.relname) END)
+           END
+      FROM tt t
+      JOIN pg_index i ON i.indrelid = t.oid AND i.indisunique
+      JOIN pg_class ic ON ic.oid = i.indexrelid
+      LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = t.oid
+                                 AND con.contype IN ('u', 'p')
+     WHERE t.tattnum IS NOT NULL AND NOT t.exempt AND NOT (t.tattnum = ANY (i.indkey::int2[]))
+    UNION ALL
+    SELECT 'warn', 'foreign_key_without_tenant', format('%I on %s', con.conname, con.conrelid::regclass),
+           format('foreign key to %s does not include the tenant column on both sides: it can '
+                  'reference another tenant''s row, and reveals whether it exists', con.confrelid::regclass),
+           CASE WHEN c.tattnum IS NOT NULL AND p.tattnum IS NOT NULL
+                     AND NOT (c.tattnum = ANY (con.conkey)) AND NOT (p.tattnum = ANY (con.confkey))
+                THEN format('CREATE UNIQUE INDEX ON %s (%I, %s); ALTER TABLE %s DROP CONSTRAINT %I, '
+                            'ADD FOREIGN KEY (%I, %s) REFERENCES %s (%I, %s);',
+                            p.obj, p.col, fk.refcols, c.obj, con.conname,
+                            c.col, fk.cols, p.obj, p.col, fk.refcols)
+                ELSE format('-- reference (%s, ...) from a table that has the tenant column too',
+                            quote_ident(COALESCE(p.col, c.col))) END
+      FROM pg_constraint con
+      LEFT JOIN tt c ON c.oid = con.conrelid AND NOT c.exempt
+      LEFT JOIN tt p ON p.oid = con.confrelid AND NOT p.exempt
+     CROSS JOIN LATERAL (
+          SELECT (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY k.n)
+                    FROM unnest(con.conkey) WITH ORDINALITY AS k(attnum, n)
+                    JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.attnum) AS cols,
+                 (SELECT string_agg(quote_ident(a.attname), ', ' ORDER BY k.n)
+                    FROM unnest(con.confkey) WITH ORDINALITY AS k(attnum, n)
+                    JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.attnum) AS refcols
+         ) fk
+     WHERE con.contype = 'f' AND (c.oid IS NOT NULL OR p.oid IS NOT NULL)
+       AND NOT (COALESCE(c.tattnum = ANY (con.conkey), false)
+                AND COALESCE(p.tattnum = ANY (con.confkey), false))
+)
+SELECT u.level, u.code, u.object, u.detail, u.fix
+  FROM (SELECT DISTINCT f.level, f.code, f.object, f.detail, f.fix
+          FROM findings f
+         WHERE NOT EXISTS (SELECT 1 FROM tenantguard.lint_waivers w
+                            WHERE w.code = f.code AND w.object = f.object)) u
+ ORDER BY CASE u.level WHEN 'error' THEN 0 WHEN 'warn' THEN 1 ELSE 2 END, u.code, u.object, u.detail
+$$;
+
+-- The audit log: the table becomes internal (_audit_log, no privileges for anyone), read through
+-- the view audit_log, which shows each role no more than it could read from the audited tables.
+ALTER TABLE tenantguard.audit_log RENAME TO _audit_log;
+ALTER SEQUENCE tenantguard.audit_log_id_seq RENAME TO _audit_log_id_seq;
+ALTER TABLE tenantguard._audit_log RENAME CONSTRAINT audit_log_op_check TO _audit_log_op_check;
+DROP POLICY audit_tenant_read ON tenantguard._audit_log;
+REVOKE ALL ON tenantguard._audit_log FROM PUBLIC;
+COMMENT ON TABLE tenantguard._audit_log IS
+  'The rows behind tenantguard.audit_log; read them through that view.';
+
+-- The per-row checks of the view below (src/audit_read.rs), C functions the executor calls directly.
+CREATE FUNCTION tenantguard._audit_visible(reader oid, tbl oid, tenant_id text, current_tenant text) RETURNS boolean
+LANGUAGE c STABLE STRICT PARALLEL RESTRICTED COST 5
+AS 'MODULE_PATHNAME', 'tenantguard_audit_visible';
+CREATE FUNCTION tenantguard._audit_hidden(reader oid, tbl oid) RETURNS text[]
+LANGUAGE c STABLE STRICT PARALLEL RESTRICTED COST 5
+AS 'MODULE_PATHNAME', 'tenantguard_audit_hidden';
+
+-- What every role reads. Superusers and members of tenantguard_admin: every row, whole. Anyone
+-- else: rows of its tenant (see _audit_visible() for text tenant columns) of tables it may SELECT
+-- now, within tenantguard.audit_window, without the columns it may not SELECT. One branch per
+-- kind of reader, each switched off as a whole by a one-time filter, so a tenant's "changes in a
+-- period" stays an index scan on (tenant_id, occurred_at).
+--
+-- Each branch is a security_barrier view of its own: a caller's function in WHERE never sees a
+-- row before the branch's conditions have passed it. (A UNION ALL is flattened into its branches
+-- by the planner, and a security_barrier on the UNION ALL view itself does not reach them: a
+-- cheap leaky function would then run first.)
+CREATE VIEW tenantguard._audit_log_all WITH (security_barrier = true) AS
+SELECT a.id, a.occurred_at, a.statement_at, a.txid, a.table_schema, a.table_name, a.table_oid,
+       a.op, a.tenant_id, a.record_key, a.old_values, a.new_values, a.changed_columns,
+       a.db_user, a.session_user_name, a.app_user, a.application_name
+  FROM tenantguard._audit_log a
+ WHERE tenantguard._audit_sees_all((SELECT tenantguard._reader()));
+CREATE VIEW tenantguard._audit_log_tenant WITH (security_barrier = true) AS
+SELECT a.id, a.occurred_at, a.statement_at, a.txid, a.table_schema, a.table_name, a.table_oid,
+       a.op, a.tenant_id,
+       CASE WHEN h.cols IS NULL OR NOT a.record_key ?| h.cols THEN a.record_key END AS record_key,
+       CASE WHEN h.cols IS NULL THEN a.old_values ELSE a.old_values - h.cols END AS old_values,
+       CASE WHEN h.cols IS NULL THEN a.new_values ELSE a.new_values - h.cols END AS new_values,
+       CASE WHEN h.cols IS NULL OR a.changed_columns IS NULL THEN a.changed_columns
+            ELSE ARRAY(SELECT c FROM pg_catalog.unnest(a.changed_columns) AS c
+                        WHERE c <> ALL (h.cols)) END AS changed_columns,
+       a.db_user, a.session_user_name, a.app_user, a.application_name
+  FROM tenantguard._audit_log a
+ CROSS JOIN LATERAL (SELECT tenantguard._audit_hidden((SELECT tenantguard._reader()), a.table_oid) AS cols) h
+ WHERE NOT tenantguard._audit_sees_all((SELECT tenantguard._reader()))
+   AND a.tenant_id = ANY ((SELECT tenantguard._audit_tenants())::text[])
+   AND a.occurred_at >= tenantguard._audit_since()
+   AND tenantguard._audit_visible((SELECT tenantguard._reader()), a.table_oid, a.tenant_id,
+                                  (SELECT tenantguard.current_tenant()));
+REVOKE ALL ON tenantguard._audit_log_all, tenantguard._audit_log_tenant FROM PUBLIC;
+CREATE VIEW tenantguard.audit_log WITH (security_barrier = true) AS
+SELECT * FROM tenantguard._audit_log_all
+UNION ALL
+SELECT * FROM tenantguard._audit_log_tenant;
+COMMENT ON VIEW tenantguard.audit_log IS
+  'Audit trail of tables protected with audit => true: who changed which row of which tenant, when, from what to what. Each role sees its tenant''s rows of tables it may read, without columns it may not read; admins see all.';
+GRANT SELECT ON tenantguard.audit_log TO PUBLIC;
+
+-- The history of one record, found through the hash index on record_key. Through the view, a
+-- tenant's "record_key = ..." cannot use that index: jsonb equality is not leakproof, so behind the
+-- view's security barrier it is only checked after the tenant's rows are found, and reading a
+-- record's history costs as much as reading all the tenant's rows. This function looks the record
+-- up as the extension's owner and applies exactly the view's checks for the calling role, which
+-- it passes in; it refuses (42501) a role the session could not SET ROLE to, so calling it
+-- directly shows no more than SET ROLE would.
+CREATE FUNCTION tenantguard._audit_history(tbl regclass, key jsonb, reader oid)
+RETURNS SETOF tenantguard.audit_log
+LANGUAGE plpgsql STABLE STRICT SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT pg_has_role(session_user, reader, 'MEMBER') THEN
+        RAISE EXCEPTION 'permission denied to read the audit trail as role %', reader::regrole
+              USING ERRCODE = 'insufficient_privilege',
+                    HINT = 'Call tenantguard.audit_history(), which reads as the current role.';
+    END IF;
+    IF tenantguard._audit_sees_all(reader) THEN
+        RETURN QUERY
+        SELECT a.id, a.occurred_at, a.statement_at, a.txid, a.table_schema, a.table_name,
+               a.table_oid, a.op, a.tenant_id, a.record_key, a.old_values, a.new_values,
+               a.changed_columns, a.db_user, a.session_user_name, a.app_user, a.application_name
+          FROM tenantguard._audit_log a
+         WHERE a.table_oid = tbl AND a.record_key = key
+         ORDER BY a.id;
+        RETURN;
+    END IF;
+    RETURN QUERY
+    SELECT a.id, a.occurred_at, a.statement_at, a.txid, a.table_schema, a.table_name, a.table_oid,
+           a.op, a.tenant_id,
+           CASE WHEN h.cols IS NULL OR NOT a.record_key ?| h.cols THEN a.record_key END,
+           CASE WHEN h.cols IS NULL THEN a.old_values ELSE a.old_values - h.cols END,
+           CASE WHEN h.cols IS NULL THEN a.new_values ELSE a.new_values - h.cols END,
+           CASE WHEN h.cols IS NULL OR a.changed_columns IS NULL THEN a.changed_columns
+                ELSE ARRAY(SELECT c FROM unnest(a.changed_columns) AS c WHERE c <> ALL (h.cols)) END,
+           a.db_user, a.session_user_name, a.app_user, a.application_name
+      FROM tenantguard._audit_log a
+     CROSS JOIN LATERAL (SELECT tenantguard._audit_hidden(reader, a.table_oid) AS cols) h
+     WHERE a.table_oid = tbl AND a.record_key = key
+       AND a.tenant_id = ANY (tenantguard._audit_tenants())
+       AND a.occurred_at >= tenantguard._audit_since()
+       AND tenantguard._audit_visible(reader, a.table_oid, a.tenant_id, tenantguard.current_tenant())
+       -- the key itself is shown only to a reader of all its columns: without that, its
+       -- existence is not shown either
+       AND (h.cols IS NULL OR NOT a.record_key ?| h.cols)
+     ORDER BY a.id;
+END
+$$;
+-- What callers use: the history of the record with primary key `key` (e.g. '{"id": 42}') of
+-- `tbl`, as the view would show it to the caller, oldest first.
+CREATE FUNCTION tenantguard.audit_history(tbl regclass, key jsonb)
+RETURNS SETOF tenantguard.audit_log
+LANGUAGE sql STABLE STRICT
+AS $$ SELECT * FROM tenantguard._audit_history(tbl, key, tenantguard._reader()) $$;
+COMMENT ON FUNCTION tenantguard.audit_history(regclass, jsonb) IS
+  'The audit rows of one record (by primary key as jsonb), as tenantguard.audit_log shows them to the caller, found through the record_key index.';
+
+
+-- Deletes audit rows older than older_than, batch_size rows per DELETE, and returns how many.
+CREATE OR REPLACE FUNCTION tenantguard.purge_audit(older_than interval, batch_size integer DEFAULT 10000)
+RETURNS bigint
+LANGUAGE plpgsql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    cutoff timestamptz;
+    victim tid;
+    batch tid[] := '{}';
+    n bigint;
+    total bigint := 0;
+BEGIN
+    IF older_than IS NULL OR older_than < '0'::interval THEN
+        RAISE EXCEPTION 'purge_audit: older_than must be a non-negative interval, not %',
+                        COALESCE(older_than::text, 'NULL')
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'For example tenantguard.purge_audit(''1 year'').';
+    END IF;
+    IF batch_size IS NULL OR batch_size < 1 THEN
+        RAISE EXCEPTION 'purge_audit: batch_size must be at least 1, not %',
+                        COALESCE(batch_size::text, 'NULL')
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'Leave it out for batches of 10000 rows.';
+    END IF;
+    cutoff := now() - older_than;
+    -- One pass over the table (the loop's cursor keeps its snapshot, so rows deleted behind it do
+    -- not disturb it), deleting batch_size rows at a time by their physical address.
+    FOR victim IN SELECT ctid FROM tenantguard._audit_log WHERE occurred_at < cutoff LOOP
+        batch := batch || victim;
+        IF cardinality(batch) >= batch_size THEN
+            DELETE FROM tenantguard._audit_log WHERE ctid = ANY (batch);
+            GET DIAGNOSTICS n = ROW_COUNT;
+            total := total + n;
+            batch := '{}';
+        END IF;
+    END LOOP;
+    IF cardinality(batch) > 0 THEN
+        DELETE FROM tenantguard._audit_log WHERE ctid = ANY (batch);
+        GET DIAGNOSTICS n = ROW_COUNT;
+        total := total + n;
+    END IF;
+    RETURN total;
+END
+$$;
+
+-- The slow-query log: likewise an internal table behind a view that blanks other roles' text.
+ALTER TABLE tenantguard.slow_query_log RENAME TO _slow_query_log;
+ALTER TABLE tenantguard._slow_query_log RENAME CONSTRAINT slow_query_log_pkey TO _slow_query_log_pkey;
+ALTER TABLE tenantguard._slow_query_log
+  RENAME CONSTRAINT slow_query_log_status_check TO _slow_query_log_status_check;
+DROP POLICY slow_query_tenant_read ON tenantguard._slow_query_log;
+REVOKE ALL ON tenantguard._slow_query_log FROM PUBLIC;
+COMMENT ON TABLE tenantguard._slow_query_log IS
+  'The rows behind tenantguard.slow_query_log; read them through that view.';
+-- What every role reads, by the rules of slow_queries(): superusers, members of tenantguard_admin
+-- and of pg_read_all_stats see every row; anyone else its tenant's rows. Another role's statement
+-- text and query id are NULL unless the reader is one of the first three (as pg_stat_statements
+-- shows them). One-time filters switch a branch off whole, so a tenant's read stays an index scan
+-- on (tenant_id, started_at); each branch is a security_barrier view of its own (see audit_log).
+CREATE VIEW tenantguard._slow_query_log_all WITH (security_barrier = true) AS
+SELECT l.started_at, l.duration_ms, l.rows, l.queryid, l.query, l.database, l.db_user,
+       l.app_user, l.tenant_id, l.status, l.sqlstate, l.epoch, l.seq
+  FROM tenantguard._slow_query_log l
+ WHERE tenantguard._reads_all_stats();
+CREATE VIEW tenantguard._slow_query_log_tenant WITH (security_barrier = true) AS
+SELECT l.started_at, l.duration_ms, l.rows,
+       CASE WHEN l.db_user = CURRENT_USER THEN l.queryid END AS queryid,
+       CASE WHEN l.db_user = CURRENT_USER THEN l.query END AS query,
+       l.database, l.db_user, l.app_user, l.tenant_id, l.status, l.sqlstate, l.epoch, l.seq
+  FROM tenantguard._slow_query_log l
+ WHERE NOT tenantguard._reads_all_stats()
+   AND l.tenant_id = (SELECT tenantguard.current_tenant());
+REVOKE ALL ON tenantguard._slow_query_log_all, tenantguard._slow_query_log_tenant FROM PUBLIC;
+CREATE VIEW tenantguard.slow_query_log WITH (security_barrier = true) AS
+SELECT * FROM tenantguard._slow_query_log_all
+UNION ALL
+SELECT * FROM tenantguard._slow_query_log_tenant;
+COMMENT ON VIEW tenantguard.slow_query_log IS
+  'Slow queries copied from the ring by flush_slow_queries() or the flush worker (epoch: server start time, seq: entry number). Seen like slow_queries().';
+GRANT SELECT ON tenantguard.slow_query_log TO PUBLIC;
+
+
+COMMENT ON VIEW tenantguard.slow_queries IS
+  'The shared-memory ring of slow queries: all of them for superusers, admins and pg_read_all_stats, the session tenant''s otherwise; other roles'' statement text only for those three.';
