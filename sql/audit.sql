@@ -21,7 +21,7 @@ CREATE TABLE tenantguard._audit_log (
     txid              bigint      NOT NULL,
     table_schema      name        NOT NULL,
     table_name        name        NOT NULL,
-    table_oid         oid         NOT NULL,
+    table_oid         regclass    NOT NULL,
     op                text        NOT NULL CHECK (op IN ('INSERT', 'UPDATE', 'DELETE', 'TRUNCATE')),
     tenant_id         text        COLLATE "C",
     record_key        jsonb,

@@ -202,7 +202,14 @@ findings AS (
            format('view reads %s with its owner''s rights (%s)%s', d.tbl, o.rolname,
                   CASE WHEN o.rolsuper OR o.rolbypassrls THEN ', who bypasses row level security'
                        ELSE '' END),
-           format('ALTER VIEW %s SET (security_invoker = true);', d.obj)
+           CASE WHEN current_setting('server_version_num')::int >= 150000
+                THEN format('ALTER VIEW %s SET (security_invoker = true);', d.obj)
+                -- PostgreSQL 14 has no security_invoker: a view always reads with its owner's
+                -- rights, which are safe only when the owner does not bypass RLS.
+                ELSE format('-- PostgreSQL 14 has no security_invoker: let %s be owned by a role '
+                            'that does not bypass row level security and is not a member of '
+                            'tenantguard_admin, or read the table through a SECURITY INVOKER '
+                            'function instead', d.obj) END
       FROM dependents d JOIN pg_roles o ON o.oid = d.relowner
      WHERE d.relkind = 'v'
        AND NOT COALESCE(d.reloptions @> ARRAY['security_invoker=true']

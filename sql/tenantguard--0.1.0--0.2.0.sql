@@ -326,6 +326,10 @@ $$;
 ALTER TABLE tenantguard.audit_log RENAME TO _audit_log;
 ALTER SEQUENCE tenantguard.audit_log_id_seq RENAME TO _audit_log_id_seq;
 ALTER TABLE tenantguard._audit_log RENAME CONSTRAINT audit_log_op_check TO _audit_log_op_check;
+-- regclass, as the registry's key: pg_dump writes the table's name and a restore resolves it to
+-- the restored table's OID (an oid column kept the old OIDs, and tenants lost their history).
+-- Binary-compatible with oid: no rewrite.
+ALTER TABLE tenantguard._audit_log ALTER COLUMN table_oid TYPE regclass;
 DROP POLICY audit_tenant_read ON tenantguard._audit_log;
 REVOKE ALL ON tenantguard._audit_log FROM PUBLIC;
 COMMENT ON TABLE tenantguard._audit_log IS

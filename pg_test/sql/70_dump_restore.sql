@@ -70,6 +70,10 @@ SELECT table_name, status, exempt_reason FROM tenantguard.coverage() ORDER BY ta
 SET app.current_tenant_id = 'acme';
 SET app.user_role = 'clerk';
 SELECT id, tenant_id FROM t1;
+-- The tenant's audit trail came back with the tables: its rows name the restored table (the
+-- table's OID changed; audit_log.table_oid is a regclass, written by name in the dump).
+SELECT op, record_key, table_oid = 't1'::regclass AS restored_table FROM tenantguard.audit_log ORDER BY id;
+SELECT count(*) AS history_of_id_1 FROM tenantguard.audit_history('t1', '{"id": 1}');
 \c tg_dst postgres
 SET ROLE tg_dump_owner;
 SELECT tenantguard.protect('t1', time_window => '30 days', app_roles => ARRAY['clerk'],

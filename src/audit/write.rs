@@ -54,7 +54,8 @@ pub(crate) const FIELDS: [(&str, pg_sys::Oid); 16] = [
     ("txid", pg_sys::INT8OID),
     ("table_schema", pg_sys::NAMEOID),
     ("table_name", pg_sys::NAMEOID),
-    ("table_oid", pg_sys::OIDOID),
+    // regclass: pg_dump writes the table's name, and a restore gives it the restored table's OID.
+    ("table_oid", pg_sys::REGCLASSOID),
     ("op", pg_sys::TEXTOID),
     ("tenant_id", pg_sys::TEXTOID),
     ("record_key", pg_sys::JSONBOID),

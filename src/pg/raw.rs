@@ -87,13 +87,18 @@ pub fn with_row_security<R>(f: impl FnOnce() -> R) -> R {
     if unsafe { pgrx::pg_sys::row_security } {
         return f();
     }
+    with_setting(c"row_security", c"on", f)
+}
+
+/// Runs `f` with a setting changed for its duration, as a function's SET clause does.
+pub fn with_setting<R>(name: &std::ffi::CStr, value: &std::ffi::CStr, f: impl FnOnce() -> R) -> R {
     // SAFETY: the same calls a function's SET clause makes (fmgr_security_definer). On an ERROR
     // inside `f`, the (sub)transaction abort pops this nesting level and restores the setting.
     let level = unsafe {
         let level = pgrx::pg_sys::NewGUCNestLevel();
         pgrx::pg_sys::set_config_option(
-            c"row_security".as_ptr(),
-            c"on".as_ptr(),
+            name.as_ptr(),
+            value.as_ptr(),
             pgrx::pg_sys::GucContext::PGC_USERSET,
             pgrx::pg_sys::GucSource::PGC_S_SESSION,
             pgrx::pg_sys::GucAction::GUC_ACTION_SAVE,
@@ -104,7 +109,7 @@ pub fn with_row_security<R>(f: impl FnOnce() -> R) -> R {
         level
     };
     let out = f();
-    // SAFETY: pops the nesting level opened above, restoring row_security = off.
+    // SAFETY: pops the nesting level opened above, restoring the setting.
     unsafe { pgrx::pg_sys::AtEOXact_GUC(true, level) };
     out
 }

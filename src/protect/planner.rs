@@ -76,12 +76,22 @@ pub(crate) fn is_intact(
     };
     want_roles.sort();
     let Some(rec) = recorded else { return false };
+    // Recorded on this major: the expression trees must be the same. On another major (after
+    // pg_upgrade, or a restore on a newer server) the trees' text has changed form, so the
+    // expressions as PostgreSQL deparses them are compared; an entry without them (0.1.0, which
+    // ran on 15 only) cannot be checked there and counts as changed.
+    let same_expressions = if rec.major.unwrap_or(15) == crate::protect::registry::server_major() {
+        live.using_hash == rec.using_hash && live.check_hash == rec.check_hash
+    } else {
+        (rec.using_text.is_some() || rec.check_text.is_some())
+            && live.using_text == rec.using_text
+            && live.check_text == rec.check_text
+    };
     rec.spec == *spec
         && live.command == command_code(&spec.command)
         && live.permissive == spec.permissive
         && live.roles == want_roles
-        && live.using_hash == rec.using_hash
-        && live.check_hash == rec.check_hash
+        && same_expressions
 }
 
 /// What protect() will do to one table: statements in order, and a line for the account.

@@ -46,6 +46,21 @@ pub(crate) struct RecordedPolicy {
     pub(crate) using_hash: Option<String>,
     #[serde(default)]
     pub(crate) check_hash: Option<String>,
+    /// The expressions as PostgreSQL deparses them (search_path pinned), and the server major they
+    /// were recorded on: a stored expression tree's text changes between majors (pg_upgrade keeps
+    /// the policy, a new major writes its tree with new fields), so on another major the
+    /// deparsed text is what is compared. None for entries of 0.1.0, which ran on 15 only.
+    #[serde(default)]
+    pub(crate) using_text: Option<String>,
+    #[serde(default)]
+    pub(crate) check_text: Option<String>,
+    #[serde(default)]
+    pub(crate) major: Option<u32>,
+}
+
+/// The server's major version (15 for 15.x).
+pub(crate) fn server_major() -> u32 {
+    pg_sys::PG_VERSION_NUM / 10000
 }
 
 /// A registry row.
@@ -66,6 +81,8 @@ pub(crate) struct LivePolicy {
     pub(crate) roles: Vec<String>,
     pub(crate) using_hash: Option<String>,
     pub(crate) check_hash: Option<String>,
+    pub(crate) using_text: Option<String>,
+    pub(crate) check_text: Option<String>,
 }
 
 pub(crate) fn load_registration(rel: &RelInfo) -> Option<Registration> {
@@ -107,12 +124,15 @@ pub(crate) fn live_policies(relid: pg_sys::Oid) -> Vec<LivePolicy> {
     thread_local! {
         static PLAN: OnceCell<OwnedPreparedStatement> = const { OnceCell::new() };
     }
-    kept_select(
+    // The deparsed expressions name every object outside pg_catalog with its schema.
+    crate::pg::raw::with_setting(c"search_path", c"pg_catalog, pg_temp", || {
+        kept_select(
         &PLAN,
         "SELECT p.polname::text, p.polcmd::text, p.polpermissive,
                 ARRAY(SELECT CASE WHEN r = 0 THEN 'public' ELSE pg_catalog.pg_get_userbyid(r)::text END
                         FROM pg_catalog.unnest(p.polroles) AS r),
-                p.polqual::text, p.polwithcheck::text
+                p.polqual::text, p.polwithcheck::text,
+                pg_catalog.pg_get_expr(p.polqual, p.polrelid), pg_catalog.pg_get_expr(p.polwithcheck, p.polrelid)
            FROM pg_catalog.pg_policy p WHERE p.polrelid = $1",
         &[OID],
         &[relid.into()],
@@ -130,11 +150,14 @@ pub(crate) fn live_policies(relid: pg_sys::Oid) -> Vec<LivePolicy> {
                     },
                     using_hash: row.get::<String>(5)?.as_deref().map(tree_hash),
                     check_hash: row.get::<String>(6)?.as_deref().map(tree_hash),
+                    using_text: row.get::<String>(7)?,
+                    check_text: row.get::<String>(8)?,
                 })
             })
             .collect()
         },
     )
+    })
 }
 
 /// A stable hash of a stored expression tree (pg_node_tree text) with its `:location` fields
@@ -356,6 +379,9 @@ pub(crate) fn register(
             RecordedPolicy {
                 using_hash: l.and_then(|l| l.using_hash.clone()),
                 check_hash: l.and_then(|l| l.check_hash.clone()),
+                using_text: l.and_then(|l| l.using_text.clone()),
+                check_text: l.and_then(|l| l.check_text.clone()),
+                major: Some(server_major()),
                 spec,
             }
         })

@@ -60,6 +60,11 @@ pub fn init() {
         pg_sys::RegisterXactCallback(Some(xact_event), ptr::null_mut());
         pg_sys::RegisterSubXactCallback(Some(subxact_event), ptr::null_mut());
     }
+    // pg_upgrade starts the new server in binary-upgrade mode to restore the schemas: no worker.
+    // SAFETY: a plain global of the postmaster.
+    if unsafe { pg_sys::IsBinaryUpgrade } {
+        return;
+    }
     BackgroundWorkerBuilder::new("tenantguard slow query flush")
         .set_type("tenantguard slow query flush")
         .set_library("tenantguard")

@@ -13,6 +13,20 @@ use std::time::Duration;
 #[no_mangle]
 pub extern "C-unwind" fn tenantguard_flush_worker(_arg: pg_sys::Datum) {
     BackgroundWorker::attach_signal_handlers(SignalWakeFlags::SIGHUP | SignalWakeFlags::SIGTERM);
+    // Not connected to any database until flushing is turned on: a connected worker keeps its
+    // database from being dropped (DROP DATABASE, and pg_upgrade, which recreates each one).
+    loop {
+        if BackgroundWorker::sighup_received() {
+            // SAFETY: re-reads postgresql.conf in this process, as every worker does on SIGHUP.
+            unsafe { pg_sys::ProcessConfigFile(pg_sys::GucContext::PGC_SIGHUP) };
+        }
+        if gucs::slow_query_flush_ms() > 0 {
+            break;
+        }
+        if !BackgroundWorker::wait_latch(Some(Duration::from_millis(1000))) {
+            return;
+        }
+    }
     let db = gucs::slow_query_flush_database();
     BackgroundWorker::connect_worker_to_spi(Some(&db), None);
     session::internal_for_good();
