@@ -239,12 +239,22 @@ pub(crate) fn build_target() -> AuditTarget {
         let desc = (*rel).rd_att;
         let natts = (*desc).natts as usize;
         let owner = (*(*rel).rd_rel).relowner;
+        // The table found above, by name (0.1.0's audit_log until the extension is updated).
+        let table = CStr::from_ptr((*(*rel).rd_rel).relname.data.as_ptr())
+            .to_string_lossy()
+            .into_owned();
         let atts = live_attributes(desc);
         let mut slots = [0usize; FIELDS.len()];
         let mut shape_ok = seq != pg_sys::InvalidOid;
         for (k, (name, typid)) in FIELDS.iter().enumerate() {
             match atts.iter().find(|(_, a)| attname(a) == *name) {
-                Some((i, a)) if a.atttypid == *typid => slots[k] = *i,
+                // table_oid is an oid in 0.1.0's table, a regclass since: the same datum.
+                Some((i, a))
+                    if a.atttypid == *typid
+                        || (*typid == pg_sys::REGCLASSOID && a.atttypid == pg_sys::OIDOID) =>
+                {
+                    slots[k] = *i
+                }
                 _ => shape_ok = false,
             }
         }
@@ -259,7 +269,8 @@ pub(crate) fn build_target() -> AuditTarget {
             let cols: Vec<&str> = FIELDS.iter().map(|(n, _)| *n).collect();
             let params: Vec<String> = (1..=FIELDS.len()).map(|i| format!("${i}")).collect();
             let sql = CString::new(format!(
-                "INSERT INTO tenantguard._audit_log ({}) VALUES ({})",
+                "INSERT INTO {} ({}) VALUES ({})",
+                pgrx::spi::quote_qualified_identifier("tenantguard", &table),
                 cols.join(", "),
                 params.join(", ")
             ))
