@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Runs every tenantguard test: formatting and lints, then on each PostgreSQL major the #[pg_test]
 # unit tests and the pg_regress suite in pg_test/ (real sessions, real roles, the attack suite,
-# the docs' SQL examples) against a throwaway cluster.
+# the docs' SQL examples) against a throwaway cluster. With every major (the default), then the
+# lifecycle: the upgrade from the previous release (scripts/upgrade_test.sh), pg_upgrade and a
+# dump and restore across majors (scripts/pg_upgrade_test.sh), and the Debian packages of every
+# major built and installed (scripts/package.sh, scripts/package_test.sh).
 #
 # usage: bash scripts/test.sh [MAJOR...]    MAJOR: 14 15 16 17 18 (default: all of them)
 set -euo pipefail
@@ -65,6 +68,19 @@ for m in $majors; do
   passed=$((passed + unit + regress))
   summary+=("PostgreSQL $m: $unit #[pg_test] + $regress pg_regress")
 done
+
+if [ "$majors" = "$ALL_MAJORS" ]; then
+  echo "== lifecycle: upgrade from the previous release"
+  bash scripts/upgrade_test.sh 15
+  passed=$((passed + 1)); summary+=("upgrade from the previous release")
+  echo "== lifecycle: pg_upgrade 15 -> 17 and 18, dump on 15 restored on 17"
+  bash scripts/pg_upgrade_test.sh 17 18
+  passed=$((passed + 3)); summary+=("pg_upgrade to 17 and 18, dump and restore")
+  echo "== lifecycle: Debian packages of every major"
+  bash scripts/package.sh
+  bash scripts/package_test.sh
+  passed=$((passed + $(echo "$ALL_MAJORS" | wc -w))); summary+=("packages of $ALL_MAJORS")
+fi
 
 printf '%s\n' "${summary[@]}"
 echo "tenantguard: $passed passed, 0 failed"
