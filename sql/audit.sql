@@ -130,10 +130,13 @@ SELECT a.id, a.occurred_at, a.statement_at, a.txid, a.table_schema, a.table_name
    AND tenantguard._audit_visible((SELECT tenantguard._reader()), a.table_oid, a.tenant_id,
                                   (SELECT tenantguard.current_tenant()));
 REVOKE ALL ON tenantguard._audit_log_all, tenantguard._audit_log_tenant FROM PUBLIC;
+-- On a Citus coordinator, the third branch adds the workers' rows (sql/citus.sql).
 CREATE VIEW tenantguard.audit_log WITH (security_barrier = true) AS
 SELECT * FROM tenantguard._audit_log_all
 UNION ALL
-SELECT * FROM tenantguard._audit_log_tenant;
+SELECT * FROM tenantguard._audit_log_tenant
+UNION ALL
+SELECT * FROM tenantguard._audit_log_nodes(NULL, NULL);
 COMMENT ON VIEW tenantguard.audit_log IS
   'Audit trail of tables protected with audit => true: who changed which row of which tenant, when, from what to what. Each role sees its tenant''s rows of tables it may read, without columns it may not read; admins see all.';
 GRANT SELECT ON tenantguard.audit_log TO PUBLIC;
@@ -192,7 +195,11 @@ $$;
 CREATE FUNCTION tenantguard.audit_history(tbl regclass, key jsonb)
 RETURNS SETOF tenantguard.audit_log
 LANGUAGE sql STABLE STRICT
-AS $$ SELECT * FROM tenantguard._audit_history(tbl, key, tenantguard._reader()) $$;
+AS $$
+SELECT * FROM tenantguard._audit_history(tbl, key, tenantguard._reader())
+UNION ALL
+SELECT * FROM tenantguard._audit_log_nodes(tbl, key)
+$$;
 COMMENT ON FUNCTION tenantguard.audit_history(regclass, jsonb) IS
   'The audit rows of one record (by primary key as jsonb), as tenantguard.audit_log shows them to the caller, found through the record_key index.';
 

@@ -33,12 +33,16 @@ candidates AS (
            r.relid IS NOT NULL AS registered,
            COALESCE(r.options ->> 'tenant_setting', par.options ->> 'tenant_setting',
                     s.tenant_setting) AS tenant_setting,
-           x.reason AS exempt_reason
+           x.reason AS exempt_reason,
+           COALESCE(g.gaps, 0) AS shard_gaps
       FROM pg_class c
       JOIN pg_namespace n ON n.oid = c.relnamespace
       CROSS JOIN setting s
       LEFT JOIN tenantguard.registry r ON r.relid = c.oid
       LEFT JOIN tenantguard.exemptions x ON x.relid = c.oid
+      -- Citus: a distributed table is protected only where every shard placement is
+      -- (_placement_gaps() asks each node); a worker leaves Citus tables to the coordinator.
+      LEFT JOIN tenantguard._placement_gaps() g ON g.relid = c.oid
       -- A partition or child of a protected table is a tenant table whatever its tenant column
       -- is called (protect(..., tenant_column => 'org_id')).
       LEFT JOIN LATERAL (SELECT pr.tenant_column, pr.options
@@ -50,6 +54,7 @@ candidates AS (
        AND c.relpersistence <> 't'
        AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'tenantguard')
        AND n.nspname NOT LIKE 'pg\_%'
+       AND NOT COALESCE(g.on_worker, false)
        AND (r.relid IS NOT NULL OR par.tenant_column IS NOT NULL
             OR EXISTS (SELECT 1 FROM pg_attribute a
                         WHERE a.attrelid = c.oid AND a.attname = s.col
@@ -99,7 +104,8 @@ judged AS (
                CASE WHEN NOT c.sel THEN 'no_select_policy' END,
                CASE WHEN NOT c.ins THEN 'no_insert_policy' END,
                CASE WHEN NOT c.upd THEN 'no_update_policy' END,
-               CASE WHEN NOT c.del THEN 'no_delete_policy' END
+               CASE WHEN NOT c.del THEN 'no_delete_policy' END,
+               CASE WHEN c.shard_gaps > 0 THEN 'shard_unprotected' END
            ], NULL) AS missing
       FROM checked c
 )
@@ -107,6 +113,7 @@ SELECT j.nspname, j.relname, j.col, j.relrowsecurity, j.relforcerowsecurity,
        j.sel, j.ins, j.upd, j.del, j.idx, j.missing,
        CASE WHEN j.exempt_reason IS NOT NULL AND NOT j.registered THEN 'exempt'
             WHEN cardinality(j.missing) = 0 THEN 'protected'
+            WHEN j.shard_gaps > 0 THEN 'unprotected'
             WHEN NOT (j.registered OR j.relrowsecurity OR j.sel OR j.ins OR j.upd OR j.del)
                  THEN 'unprotected'
             ELSE 'partial' END,

@@ -18,6 +18,201 @@ STRICT STABLE PARALLEL SAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', '_reads_all_stats_wrapper';
 
+-- Citus (src/citus/placements.rs).
+CREATE FUNCTION tenantguard."_citus_role"() RETURNS TEXT /* core::option::Option<&str> */
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_citus_role_wrapper';
+CREATE FUNCTION tenantguard."_context"() RETURNS jsonb /* pgrx::datum::json::JsonB */
+STRICT STABLE PARALLEL SAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', '_context_wrapper';
+
+-- Citus (docs/citus.md). Every function here returns nothing, or answers from this node alone,
+-- when Citus is not in use in the database. Those that read Citus's catalogs are PL/pgSQL, which
+-- resolves names when it runs: the extension installs the same way with or without Citus.
+
+-- The protection of one table or shard as a digest: row level security on and forced, and each of
+-- tenantguard's policies (name, command, permissive, roles by name, expressions). A shard that
+-- Citus made from a protected table has the table's digest; one that lost a policy or its row
+-- level security does not.
+CREATE FUNCTION tenantguard._protection_digest(rel regclass) RETURNS text
+LANGUAGE sql STABLE STRICT
+SET search_path = pg_catalog, pg_temp
+AS $$
+SELECT md5(format('%s|%s|%s', c.relrowsecurity, c.relforcerowsecurity,
+              (SELECT string_agg(format('%s|%s|%s|%s|%s|%s', p.polname, p.polcmd, p.polpermissive,
+                                        ARRAY(SELECT CASE WHEN r = 0 THEN 'public'
+                                                          ELSE pg_get_userbyid(r)::text END
+                                                FROM unnest(p.polroles) AS r ORDER BY 1),
+                                        pg_get_expr(p.polqual, p.polrelid),
+                                        pg_get_expr(p.polwithcheck, p.polrelid)),
+                                 ';' ORDER BY p.polname)
+                 FROM pg_policy p
+                WHERE p.polrelid = c.oid AND p.polname LIKE 'tenantguard\_%')))
+  FROM pg_class c WHERE c.oid = rel
+$$;
+
+-- On each node (run there by _placement_gaps()): the digest of every placement on this node of
+-- the given tables, as JSON [{"shard": id, "node": group id, "digest": text, or null when the
+-- shard is missing}].
+CREATE FUNCTION tenantguard._local_placements(tables text[]) RETURNS text
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    out text;
+BEGIN
+    SELECT json_agg(json_build_object(
+               'shard', s.shardid,
+               'node', p.groupid,
+               'digest', tenantguard._protection_digest(
+                             to_regclass(format('%I.%I', n.nspname, c.relname || '_' || s.shardid)))))
+      INTO out
+      FROM pg_dist_shard s
+      JOIN pg_dist_placement p ON p.shardid = s.shardid
+      JOIN pg_class c ON c.oid = s.logicalrelid
+      JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE p.groupid = (SELECT groupid FROM pg_dist_local_group)
+       AND format('%I.%I', n.nspname, c.relname) = ANY (tables);
+    RETURN COALESCE(out, '[]');
+END
+$$;
+
+-- On the coordinator: for each protected distributed or reference table, how many of its shard
+-- placements lack what the table has (row level security, forced, tenantguard's policies), asked
+-- of every node; a placement on a node that does not answer counts as lacking. On a worker: the
+-- Citus tables, which coverage() leaves to the coordinator.
+CREATE FUNCTION tenantguard._placement_gaps()
+RETURNS TABLE (relid oid, on_worker boolean, placements integer, gaps integer)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+SET row_security = on
+AS $$
+DECLARE
+    role text := tenantguard._citus_role();
+    tables text[];
+    node record;
+    found jsonb := '[]';
+BEGIN
+    IF role IS NULL THEN
+        RETURN;
+    END IF;
+    IF role = 'worker' THEN
+        RETURN QUERY SELECT d.logicalrelid::oid, true, 0, 0 FROM pg_dist_partition d;
+        RETURN;
+    END IF;
+    SELECT array_agg(format('%I.%I', n.nspname, c.relname))
+      INTO tables
+      FROM tenantguard.registry r
+      JOIN pg_dist_partition d ON d.logicalrelid = r.relid
+      JOIN pg_class c ON c.oid = r.relid
+      JOIN pg_namespace n ON n.oid = c.relnamespace;
+    IF tables IS NULL THEN
+        RETURN;
+    END IF;
+    FOR node IN
+        SELECT a.success, a.result
+          FROM run_command_on_all_nodes(
+                   format('SELECT tenantguard._local_placements(%L)', tables)) a
+    LOOP
+        IF node.success THEN
+            found := found || node.result::jsonb;
+        END IF;
+    END LOOP;
+    RETURN QUERY
+    SELECT d.logicalrelid::oid, false, count(*)::integer,
+           count(*) FILTER (WHERE t.digest IS DISTINCT FROM
+                                  tenantguard._protection_digest(d.logicalrelid))::integer
+      FROM tenantguard.registry r
+      JOIN pg_dist_partition d ON d.logicalrelid = r.relid
+      JOIN pg_dist_shard s ON s.logicalrelid = d.logicalrelid
+      JOIN pg_dist_placement p ON p.shardid = s.shardid
+      LEFT JOIN jsonb_to_recordset(found) AS t(shard bigint, node integer, digest text)
+             ON t.shard = p.shardid AND t.node = p.groupid
+     GROUP BY d.logicalrelid;
+END
+$$;
+
+-- On a worker (run there by _audit_log_nodes()): this node's audit rows of Citus tables, as the
+-- calling role with the given tenant context sees them through tenantguard.audit_log (or, with
+-- tbl and key, audit_history()), as JSON. The context only sets what the caller could SET itself.
+CREATE FUNCTION tenantguard._audit_export(context jsonb, tbl text, key jsonb) RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+SET row_security = on
+AS $$
+DECLARE
+    s record;
+    out text;
+BEGIN
+    FOR s IN SELECT * FROM jsonb_each_text(context) LOOP
+        IF s.key ~ '^[A-Za-z0-9_$]+(\.[A-Za-z0-9_$]+)+$' THEN
+            PERFORM set_config(s.key, s.value, true);
+        END IF;
+    END LOOP;
+    IF tbl IS NOT NULL AND key IS NOT NULL THEN
+        SELECT json_agg(h) INTO out
+          FROM tenantguard.audit_history(to_regclass(tbl), key) h
+         WHERE EXISTS (SELECT 1 FROM pg_dist_partition d WHERE d.logicalrelid = h.table_oid);
+    ELSE
+        SELECT json_agg(a) INTO out
+          FROM tenantguard.audit_log a
+         WHERE EXISTS (SELECT 1 FROM pg_dist_partition d WHERE d.logicalrelid = a.table_oid)
+           AND (tbl IS NULL OR a.table_oid = to_regclass(tbl));
+    END IF;
+    RETURN COALESCE(out, '[]');
+END
+$$;
+
+-- On the coordinator: the workers' audit rows (of distributed tables, written on the node that
+-- holds the shard) that the calling role may see, read on each worker as that role with this
+-- session's tenant context. audit_log and audit_history() add them to the coordinator's own.
+-- Elsewhere: nothing.
+CREATE FUNCTION tenantguard._audit_log_nodes(tbl regclass, key jsonb)
+RETURNS TABLE (id bigint, occurred_at timestamptz, statement_at timestamptz, txid bigint,
+               table_schema name, table_name name, table_oid regclass, op text, tenant_id text,
+               record_key jsonb, old_values jsonb, new_values jsonb, changed_columns text[],
+               db_user name, session_user_name name, app_user text, application_name text)
+LANGUAGE plpgsql STABLE
+SET search_path = pg_catalog, pg_temp
+ROWS 1
+AS $$
+DECLARE
+    node record;
+    name text;
+BEGIN
+    IF tenantguard._citus_role() IS DISTINCT FROM 'coordinator' THEN
+        RETURN;
+    END IF;
+    IF tbl IS NOT NULL THEN
+        SELECT format('%I.%I', n.nspname, c.relname) INTO name
+          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = tbl;
+    END IF;
+    FOR node IN
+        SELECT w.nodename, w.nodeport, w.success, w.result
+          FROM run_command_on_workers(format('SELECT tenantguard._audit_export(%L, %L, %L)',
+                                             tenantguard._context(), name, key)) w
+    LOOP
+        IF NOT node.success THEN
+            RAISE EXCEPTION 'could not read the audit rows of Citus worker %:%', node.nodename, node.nodeport
+                  USING ERRCODE = 'connection_failure', DETAIL = node.result,
+                        HINT = 'Check that the worker is up; the audit rows of its shards stay there.';
+        END IF;
+        RETURN QUERY
+        SELECT x.id, x.occurred_at, x.statement_at, x.txid, x.table_schema, x.table_name,
+               to_regclass(format('%I.%I', x.table_schema, x.table_name)), x.op, x.tenant_id,
+               x.record_key, x.old_values, x.new_values, x.changed_columns, x.db_user,
+               x.session_user_name, x.app_user, x.application_name
+          FROM jsonb_to_recordset(node.result::jsonb) AS x(
+                   id bigint, occurred_at timestamptz, statement_at timestamptz, txid bigint,
+                   table_schema name, table_name name, op text, tenant_id text, record_key jsonb,
+                   old_values jsonb, new_values jsonb, changed_columns text[], db_user name,
+                   session_user_name name, app_user text, application_name text);
+    END LOOP;
+END
+$$;
+
 -- tenantguard's own work runs with row_security = on (a session with it off got 42501 from the
 -- registry's own policies instead of the guard's answer).
 ALTER FUNCTION tenantguard.exempt(regclass, text) SET row_security = on;
@@ -377,10 +572,13 @@ SELECT a.id, a.occurred_at, a.statement_at, a.txid, a.table_schema, a.table_name
    AND tenantguard._audit_visible((SELECT tenantguard._reader()), a.table_oid, a.tenant_id,
                                   (SELECT tenantguard.current_tenant()));
 REVOKE ALL ON tenantguard._audit_log_all, tenantguard._audit_log_tenant FROM PUBLIC;
+-- On a Citus coordinator, the third branch adds the workers' rows (sql/citus.sql).
 CREATE VIEW tenantguard.audit_log WITH (security_barrier = true) AS
 SELECT * FROM tenantguard._audit_log_all
 UNION ALL
-SELECT * FROM tenantguard._audit_log_tenant;
+SELECT * FROM tenantguard._audit_log_tenant
+UNION ALL
+SELECT * FROM tenantguard._audit_log_nodes(NULL, NULL);
 COMMENT ON VIEW tenantguard.audit_log IS
   'Audit trail of tables protected with audit => true: who changed which row of which tenant, when, from what to what. Each role sees its tenant''s rows of tables it may read, without columns it may not read; admins see all.';
 GRANT SELECT ON tenantguard.audit_log TO PUBLIC;
@@ -439,7 +637,11 @@ $$;
 CREATE FUNCTION tenantguard.audit_history(tbl regclass, key jsonb)
 RETURNS SETOF tenantguard.audit_log
 LANGUAGE sql STABLE STRICT
-AS $$ SELECT * FROM tenantguard._audit_history(tbl, key, tenantguard._reader()) $$;
+AS $$
+SELECT * FROM tenantguard._audit_history(tbl, key, tenantguard._reader())
+UNION ALL
+SELECT * FROM tenantguard._audit_log_nodes(tbl, key)
+$$;
 COMMENT ON FUNCTION tenantguard.audit_history(regclass, jsonb) IS
   'The audit rows of one record (by primary key as jsonb), as tenantguard.audit_log shows them to the caller, found through the record_key index.';
 
@@ -529,3 +731,154 @@ GRANT SELECT ON tenantguard.slow_query_log TO PUBLIC;
 
 COMMENT ON VIEW tenantguard.slow_queries IS
   'The shared-memory ring of slow queries: all of them for superusers, admins and pg_read_all_stats, the session tenant''s otherwise; other roles'' statement text only for those three.';
+
+-- coverage() reports a Citus table as protected only when every shard placement is.
+CREATE OR REPLACE FUNCTION tenantguard.coverage()
+RETURNS TABLE (
+    schema_name    name,
+    table_name     name,
+    tenant_column  name,
+    rls_enabled    boolean,
+    rls_forced     boolean,
+    select_policy  boolean,
+    insert_policy  boolean,
+    update_policy  boolean,
+    delete_policy  boolean,
+    tenant_index   boolean,
+    missing        text[],
+    status         text,
+    warnings       text[],
+    exempt_reason  text)
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+SET row_security = on
+AS $$
+WITH setting AS (
+    SELECT COALESCE(NULLIF(current_setting('tenantguard.tenant_column', true), ''),
+                    'tenant_id')::name AS col,
+           COALESCE(NULLIF(current_setting('tenantguard.tenant_setting', true), ''),
+                    'app.current_tenant_id') AS tenant_setting
+),
+candidates AS (
+    SELECT c.oid, n.nspname, c.relname, c.relrowsecurity, c.relforcerowsecurity,
+           COALESCE(r.tenant_column, par.tenant_column, s.col) AS col,
+           r.relid IS NOT NULL AS registered,
+           COALESCE(r.options ->> 'tenant_setting', par.options ->> 'tenant_setting',
+                    s.tenant_setting) AS tenant_setting,
+           x.reason AS exempt_reason,
+           COALESCE(g.gaps, 0) AS shard_gaps
+      FROM pg_class c
+      JOIN pg_namespace n ON n.oid = c.relnamespace
+      CROSS JOIN setting s
+      LEFT JOIN tenantguard.registry r ON r.relid = c.oid
+      LEFT JOIN tenantguard.exemptions x ON x.relid = c.oid
+      -- Citus: a distributed table is protected only where every shard placement is
+      -- (_placement_gaps() asks each node); a worker leaves Citus tables to the coordinator.
+      LEFT JOIN tenantguard._placement_gaps() g ON g.relid = c.oid
+      -- A partition or child of a protected table is a tenant table whatever its tenant column
+      -- is called (protect(..., tenant_column => 'org_id')).
+      LEFT JOIN LATERAL (SELECT pr.tenant_column, pr.options
+                           FROM pg_inherits i
+                           JOIN tenantguard.registry pr ON pr.relid = i.inhparent
+                          WHERE i.inhrelid = c.oid
+                          ORDER BY i.inhseqno LIMIT 1) par ON true
+     WHERE c.relkind IN ('r', 'p')
+       AND c.relpersistence <> 't'
+       AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'tenantguard')
+       AND n.nspname NOT LIKE 'pg\_%'
+       AND NOT COALESCE(g.on_worker, false)
+       AND (r.relid IS NOT NULL OR par.tenant_column IS NOT NULL
+            OR EXISTS (SELECT 1 FROM pg_attribute a
+                        WHERE a.attrelid = c.oid AND a.attname = s.col
+                          AND a.attnum > 0 AND NOT a.attisdropped))
+       AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                        WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
+                          AND d.deptype = 'e')
+),
+checked AS (
+    SELECT k.*,
+           EXISTS (SELECT 1 FROM pg_attribute a
+                    WHERE a.attrelid = k.oid AND a.attname = k.col
+                      AND a.attnum > 0 AND NOT a.attisdropped) AS has_column,
+           COALESCE(pol.sel, false) AS sel, COALESCE(pol.ins, false) AS ins,
+           COALESCE(pol.upd, false) AS upd, COALESCE(pol.del, false) AS del,
+           EXISTS (SELECT 1 FROM pg_index i
+                     JOIN pg_attribute a ON a.attrelid = k.oid AND a.attnum = i.indkey[0]
+                    WHERE i.indrelid = k.oid AND a.attname = k.col) AS idx,
+           -- A hand-written permissive policy that reads a setting other than the tenant's is
+           -- most likely an admin override any client can switch on with SET.
+           EXISTS (SELECT 1 FROM pg_policy p
+                    WHERE p.polrelid = k.oid AND p.polpermissive
+                      AND p.polname NOT LIKE 'tenantguard\_%'
+                      AND EXISTS (SELECT 1 FROM regexp_matches(
+                                      COALESCE(pg_get_expr(p.polqual, p.polrelid), '') || ' ' ||
+                                      COALESCE(pg_get_expr(p.polwithcheck, p.polrelid), ''),
+                                      '(?:current_setting|tenant_(?:uuid|bigint|integer|smallint|text))\(''([^'']+)''', 'g') AS m
+                                   WHERE m[1] <> k.tenant_setting)) AS guc_check
+      FROM candidates k
+      -- One probe of pg_policy per table for the four isolation policies.
+      LEFT JOIN LATERAL (
+          SELECT bool_or(p.polname = 'tenantguard_tenant_select' AND p.polcmd = 'r') AS sel,
+                 bool_or(p.polname = 'tenantguard_tenant_insert' AND p.polcmd = 'a') AS ins,
+                 bool_or(p.polname = 'tenantguard_tenant_update' AND p.polcmd = 'w') AS upd,
+                 bool_or(p.polname = 'tenantguard_tenant_delete' AND p.polcmd = 'd') AS del
+            FROM pg_policy p
+           WHERE p.polrelid = k.oid AND p.polpermissive
+             AND p.polname LIKE 'tenantguard\_tenant\_%') pol ON true
+),
+judged AS (
+    SELECT c.*,
+           array_remove(ARRAY[
+               CASE WHEN NOT c.registered THEN 'not_registered' END,
+               CASE WHEN NOT c.has_column THEN 'no_tenant_column' END,
+               CASE WHEN NOT c.relrowsecurity THEN 'rls_disabled' END,
+               CASE WHEN NOT c.relforcerowsecurity THEN 'rls_not_forced' END,
+               CASE WHEN NOT c.sel THEN 'no_select_policy' END,
+               CASE WHEN NOT c.ins THEN 'no_insert_policy' END,
+               CASE WHEN NOT c.upd THEN 'no_update_policy' END,
+               CASE WHEN NOT c.del THEN 'no_delete_policy' END,
+               CASE WHEN c.shard_gaps > 0 THEN 'shard_unprotected' END
+           ], NULL) AS missing
+      FROM checked c
+)
+SELECT j.nspname, j.relname, j.col, j.relrowsecurity, j.relforcerowsecurity,
+       j.sel, j.ins, j.upd, j.del, j.idx, j.missing,
+       CASE WHEN j.exempt_reason IS NOT NULL AND NOT j.registered THEN 'exempt'
+            WHEN cardinality(j.missing) = 0 THEN 'protected'
+            WHEN j.shard_gaps > 0 THEN 'unprotected'
+            WHEN NOT (j.registered OR j.relrowsecurity OR j.sel OR j.ins OR j.upd OR j.del)
+                 THEN 'unprotected'
+            ELSE 'partial' END,
+       array_remove(ARRAY[CASE WHEN j.guc_check THEN 'guc_admin_check' END], NULL),
+       j.exempt_reason
+  FROM judged j
+ ORDER BY j.nspname, j.relname
+$$;
+
+-- The audit trigger carries the tenant column from 0.2.0 (a shard on a Citus worker has no
+-- registry row to find it in): 'tenant=<column>' after the first argument. Rewrite 0.1.0's.
+DO $upgrade$
+DECLARE
+    t record;
+    def text;
+BEGIN
+    FOR t IN
+        SELECT g.oid, g.tgrelid, g.tgenabled, r.tenant_column
+          FROM pg_catalog.pg_trigger g
+          JOIN tenantguard.registry r ON r.relid = g.tgrelid
+         WHERE g.tgname = 'tenantguard_audit' AND NOT g.tgisinternal
+    LOOP
+        def := pg_catalog.pg_get_triggerdef(t.oid);
+        -- (the function shows unqualified: the script runs with the extension's schema on the path)
+        CONTINUE WHEN def ~ 'audit\(''(skip|keep)_noop'', ''tenant=';
+        def := pg_catalog.regexp_replace(
+                   def, '(audit\(''(skip|keep)_noop'')',
+                   '\1, ' || pg_catalog.replace(pg_catalog.quote_literal('tenant=' || t.tenant_column), '\', '\\'));
+        EXECUTE pg_catalog.format('DROP TRIGGER tenantguard_audit ON %s', t.tgrelid::regclass);
+        EXECUTE def;
+        IF t.tgenabled = 'D' THEN
+            EXECUTE pg_catalog.format('ALTER TABLE %s DISABLE TRIGGER tenantguard_audit', t.tgrelid::regclass);
+        END IF;
+    END LOOP;
+END
+$upgrade$;

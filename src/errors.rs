@@ -201,6 +201,22 @@ pub enum Error<'a> {
         verb: &'a str,
         object: &'a str,
     },
+    // Citus.
+    /// protect() and friends on a Citus worker, for a distributed or reference table or a shard.
+    CitusNotCoordinator {
+        verb: &'a str,
+        table: &'a str,
+    },
+    /// protect() and friends on a shard, on any node.
+    CitusShard {
+        verb: &'a str,
+        shard: &'a str,
+        table: &'a str,
+    },
+    /// Triggers on a distributed or reference table with citus.enable_unsafe_triggers off.
+    CitusTriggers {
+        table: &'a str,
+    },
     /// A bug in tenantguard.
     Internal {
         message: String,
@@ -214,7 +230,10 @@ impl Error<'_> {
         match self {
             NoSuchRelation { .. } | AuditLogMissing => ERRCODE_UNDEFINED_TABLE,
             NotATable { .. } | SystemCatalog { .. } | OwnObject { .. } => ERRCODE_WRONG_OBJECT_TYPE,
-            TemporaryTable { .. } => ERRCODE_FEATURE_NOT_SUPPORTED,
+            TemporaryTable { .. } | CitusShard { .. } | CitusTriggers { .. } => {
+                ERRCODE_FEATURE_NOT_SUPPORTED
+            }
+            CitusNotCoordinator { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             NotOwner { .. } | NotAdmin { .. } => ERRCODE_INSUFFICIENT_PRIVILEGE,
             NoTenantColumn { .. }
             | NoTimeColumn { .. }
@@ -366,6 +385,16 @@ impl Error<'_> {
                 format!("{what} needs tenantguard in shared_preload_libraries")
             }
             NotAdmin { verb, object } => format!("permission denied to {verb} {object}"),
+            CitusNotCoordinator { verb, table } => format!(
+                "cannot {verb} \"{table}\" on a Citus worker: it is a distributed or reference table"
+            ),
+            CitusShard { verb, shard, table } => {
+                format!("cannot {verb} \"{shard}\": it is a Citus shard of \"{table}\"")
+            }
+            CitusTriggers { table } => format!(
+                "cannot attach tenantguard's triggers to \"{table}\": Citus refuses triggers on \
+                 distributed and reference tables while citus.enable_unsafe_triggers is off"
+            ),
             Internal { message, .. } => message.clone(),
         }
     }
@@ -447,6 +476,17 @@ impl Error<'_> {
             NotAdmin { verb, .. } => {
                 format!("Only superusers and members of tenantguard_admin may {verb} it.")
             }
+            CitusNotCoordinator { .. } => "Run it on the coordinator: Citus copies the policies \
+                                           to every shard."
+                .into(),
+            CitusShard { verb, table, .. } => format!(
+                "Run tenantguard.{verb}('{}') on the coordinator; Citus copies it to every shard.",
+                table.replace('\'', "''")
+            ),
+            CitusTriggers { .. } => "Set citus.enable_unsafe_triggers = on on every node (ALTER \
+                                     SYSTEM, or ALTER DATABASE), or protect with audit => false, \
+                                     updated_at => false."
+                .into(),
         })
     }
 

@@ -32,6 +32,10 @@ pub enum AutoProtect {
 pub static USER_SETTING: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"app.user_id"));
 pub static AUDIT_WINDOW: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+/// `tenantguard.client_application_name`: on a Citus worker, the application_name of the client
+/// session whose statement a shard query carries out (src/citus/propagate.rs).
+pub static CLIENT_APPLICATION_NAME: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(None);
 
 /// `tenantguard.slow_query_track`: which statements the slow-query hooks time.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, PostgresGucEnum)]
@@ -111,6 +115,14 @@ pub fn init() {
         &USER_SETTING,
         GucContext::Suset,
         GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"tenantguard.client_application_name",
+        c"On a Citus worker: the client's application_name, for the audit rows of shard queries.",
+        c"tenantguard sets it with each distributed statement; elsewhere it is empty and unused.",
+        &CLIENT_APPLICATION_NAME,
+        GucContext::Userset,
+        GucFlags::DISALLOW_IN_FILE,
     );
     GucRegistry::define_string_guc(
         c"tenantguard.audit_window",
@@ -244,6 +256,14 @@ pub fn role_setting() -> String {
         "tenantguard.role_setting",
         &ROLE_SETTING,
         DEFAULT_ROLE_SETTING,
+    )
+}
+
+pub fn user_setting() -> String {
+    custom_setting_name(
+        "tenantguard.user_setting",
+        &USER_SETTING,
+        DEFAULT_USER_SETTING,
     )
 }
 

@@ -9,6 +9,7 @@ use pgrx::prelude::*;
 
 mod audit;
 mod catalog;
+mod citus;
 mod errors;
 mod guard;
 mod gucs;
@@ -41,14 +42,25 @@ extension_sql_file!(
     ]
 );
 extension_sql_file!(
+    "../sql/citus.sql",
+    name = "citus",
+    requires = ["bootstrap", _citus_role, _context]
+);
+extension_sql_file!(
     "../sql/coverage.sql",
     name = "coverage",
-    requires = ["bootstrap"]
+    requires = ["bootstrap", "citus"]
 );
 extension_sql_file!(
     "../sql/audit.sql",
     name = "audit",
-    requires = ["bootstrap", current_tenant, _audit_sees_all, _reader]
+    requires = [
+        "bootstrap",
+        "citus",
+        current_tenant,
+        _audit_sees_all,
+        _reader
+    ]
 );
 extension_sql_file!(
     "../sql/slowlog.sql",

@@ -7,6 +7,7 @@ use crate::errors::Error;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
 use pgrx::spi::OwnedPreparedStatement;
+use pgrx::{PgBuiltInOids, PgOid};
 use std::cell::{Cell, OnceCell, RefCell};
 use std::collections::HashMap;
 use std::ffi::{CStr, CString};
@@ -111,8 +112,14 @@ pub(crate) struct AuditMeta {
     pub(crate) all: Vec<(usize, i16, bool, CString, bool)>,
     /// The tenant column's index and how to turn it into text.
     pub(crate) tenant: Option<(usize, TenantText)>,
-    /// The table's name when this entry was built (a rename invalidates the entry).
+    /// The table's name when this entry was built (a rename invalidates the entry). On a Citus
+    /// shard: the distributed table's name, and its oid and schema on this node.
     pub(crate) relname: Box<pg_sys::NameData>,
+    pub(crate) table: pg_sys::Oid,
+    pub(crate) namespace: pg_sys::Oid,
+    /// False on a placement that leaves the row to another one: a reference table's change runs
+    /// on every node that holds it, and only the first placement writes its audit row.
+    pub(crate) writes: bool,
     /// Virtual generated columns (PostgreSQL 18), which the trigger's tuple holds as NULL.
     pub(crate) generated: crate::pg::generated::Virtual,
     pub(crate) _cxt: OwnedContext,
@@ -394,17 +401,93 @@ pub(crate) fn rel_display(rel: pg_sys::Relation) -> String {
     }
 }
 
+/// The audit trigger's arguments: 'skip_noop' or 'keep_noop', then 'tenant=<column>' (from
+/// 0.2.0; a shard on a Citus worker has no registry row to say it), then the excluded columns.
+pub(crate) struct AuditArgs<'a> {
+    pub(crate) skip_noop: bool,
+    pub(crate) tenant_column: Option<&'a str>,
+    pub(crate) excluded: Vec<&'a str>,
+}
+
+pub(crate) const TENANT_ARG: &str = "tenant=";
+
+pub(crate) fn parse_audit_args(args: &[String]) -> AuditArgs<'_> {
+    let skip_noop = args.first().map(String::as_str) != Some("keep_noop");
+    let tenant_column = args.get(1).and_then(|a| a.strip_prefix(TENANT_ARG));
+    let from = if tenant_column.is_some() { 2 } else { 1 };
+    AuditArgs {
+        skip_noop,
+        tenant_column,
+        excluded: args.iter().skip(from).map(String::as_str).collect(),
+    }
+}
+
+/// A Citus shard's audit facts: its tenant column (from the trigger), its primary key, the
+/// distributed table it belongs to, and whether this placement writes the rows.
+fn shard_facts(
+    shard: pg_sys::Oid,
+    owner: pg_sys::Oid,
+    shard_id: i64,
+    tenant_column: Option<&str>,
+) -> (String, Vec<i16>, bool) {
+    thread_local! {
+        static PLAN: OnceCell<OwnedPreparedStatement> = const { OnceCell::new() };
+    }
+    let (key, writes) = kept_select(
+        &PLAN,
+        "SELECT (SELECT i.indkey::int2[] FROM pg_catalog.pg_index i
+                  WHERE i.indrelid = $1 AND i.indisprimary),
+                COALESCE((SELECT pg_catalog.min(p.groupid) FROM pg_catalog.pg_dist_placement p
+                           WHERE p.shardid = $2)
+                         = (SELECT g.groupid FROM pg_catalog.pg_dist_local_group g), true)",
+        &[OID, PgOid::BuiltIn(PgBuiltInOids::INT8OID)],
+        &[shard.into(), shard_id.into()],
+        |rows| {
+            let mut out = (Vec::new(), true);
+            for row in rows {
+                out = (
+                    row.get::<Vec<i16>>(1)?.unwrap_or_default(),
+                    row.get::<bool>(2)?.unwrap_or(true),
+                );
+            }
+            Ok(out)
+        },
+    );
+    let Some(column) = tenant_column else {
+        // A trigger from before 0.2.0 on a shard: its table was distributed after protect(),
+        // which run again on the coordinator rewrites it.
+        // SAFETY: a catalog lookup; NULL when the table is gone.
+        let name = unsafe { pg_sys::get_rel_name(owner) };
+        let table = if name.is_null() {
+            owner.to_u32().to_string()
+        } else {
+            // SAFETY: a palloc'd NUL-terminated name.
+            unsafe { CStr::from_ptr(name) }
+                .to_string_lossy()
+                .into_owned()
+        };
+        Error::NotAudited { table: &table }.raise();
+    };
+    (column.to_string(), key, writes)
+}
+
 pub(crate) fn build_audit_meta(rel: pg_sys::Relation, args: &[String]) -> AuditMeta {
     // SAFETY: an open relation.
     let relid = unsafe { (*rel).rd_id };
-    let Some((true, tenant_column, key_attnums)) = registry_facts(relid) else {
-        Error::NotAudited {
-            table: &rel_display(rel),
-        }
-        .raise();
+    let parsed = parse_audit_args(args);
+    let shard = crate::citus::shard_owner(relid);
+    let (tenant_column, key_attnums, writes) = match shard {
+        Some((owner, shard_id)) => shard_facts(relid, owner, shard_id, parsed.tenant_column),
+        None => match registry_facts(relid) {
+            Some((true, tenant_column, key)) => (tenant_column, key, true),
+            _ => Error::NotAudited {
+                table: &rel_display(rel),
+            }
+            .raise(),
+        },
     };
-    let skip_noop = args.first().map(String::as_str) != Some("keep_noop");
-    let excluded: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
+    let skip_noop = parsed.skip_noop;
+    let excluded = parsed.excluded;
     let cxt = OwnedContext::new(c"tenantguard audit metadata");
     // SAFETY: the relation's descriptor, read while the relation is open.
     let atts = unsafe { live_attributes((*rel).rd_att) };
@@ -457,8 +540,24 @@ pub(crate) fn build_audit_meta(rel: pg_sys::Relation, args: &[String]) -> AuditM
             };
             (*i, how)
         });
-    // SAFETY: the open relation's name, copied.
-    let relname = Box::new(unsafe { (*(*rel).rd_rel).relname });
+    // SAFETY: the open relation's name and schema, copied; or the distributed table's, looked up.
+    let (table, namespace, relname) = unsafe {
+        match shard {
+            Some((owner, _)) => {
+                let mut name: pg_sys::NameData = std::mem::zeroed();
+                let raw = pg_sys::get_rel_name(owner);
+                if !raw.is_null() {
+                    pg_sys::namestrcpy(&mut name, raw);
+                }
+                (owner, pg_sys::get_rel_namespace(owner), Box::new(name))
+            }
+            None => (
+                relid,
+                (*(*rel).rd_rel).relnamespace,
+                Box::new((*(*rel).rd_rel).relname),
+            ),
+        }
+    };
     // SAFETY: the open relation, in the entry's own memory context.
     let generated = unsafe { crate::pg::generated::Virtual::prepare(rel, cxt.0) };
     AuditMeta {
@@ -468,6 +567,9 @@ pub(crate) fn build_audit_meta(rel: pg_sys::Relation, args: &[String]) -> AuditM
         all,
         tenant,
         relname,
+        table,
+        namespace,
+        writes,
         generated,
         _cxt: cxt,
     }

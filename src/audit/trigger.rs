@@ -39,7 +39,8 @@ crate::pg_finfo_v1!(pg_finfo_tenantguard_audit);
 crate::pg_finfo_v1!(pg_finfo_tenantguard_set_updated_at);
 
 /// The audit trigger: AFTER INSERT OR UPDATE OR DELETE FOR EACH ROW, and AFTER TRUNCATE FOR EACH
-/// STATEMENT. Arguments: 'skip_noop' or 'keep_noop', then the excluded column names.
+/// STATEMENT. Arguments: 'skip_noop' or 'keep_noop', then 'tenant=<column>', then the excluded
+/// column names (src/audit/meta.rs, `parse_audit_args`).
 #[no_mangle]
 #[pg_guard]
 pub extern "C-unwind" fn tenantguard_audit(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
@@ -57,25 +58,29 @@ pub extern "C-unwind" fn tenantguard_audit(fcinfo: pg_sys::FunctionCallInfo) -> 
         }
         let op = event & TRIGGER_EVENT_OPMASK;
         if op == TRIGGER_EVENT_TRUNCATE || event & TRIGGER_EVENT_ROW == 0 {
-            if op == TRIGGER_EVENT_TRUNCATE {
+            // A distributed table's TRUNCATE runs on every shard, and on the coordinator's table:
+            // the coordinator writes the one row.
+            if op == TRIGGER_EVENT_TRUNCATE && !crate::citus::known_shard((*rel).rd_id) {
                 let tenant = crate::tenant::context::tenant_value()
                     .map(|t| text_datum(&truncate_tenant(rel, t.into_bytes())));
-                write_row(
-                    rel,
-                    AuditRow {
-                        op: "TRUNCATE",
-                        relname: name_datum((*(*rel).rd_rel).relname.data.as_ptr()),
-                        tenant,
-                        record_key: None,
-                        old_values: None,
-                        new_values: None,
-                        changed: None,
-                    },
-                );
+                write_row(AuditRow {
+                    op: "TRUNCATE",
+                    table: (*rel).rd_id,
+                    namespace: (*(*rel).rd_rel).relnamespace,
+                    relname: name_datum((*(*rel).rd_rel).relname.data.as_ptr()),
+                    tenant,
+                    record_key: None,
+                    old_values: None,
+                    new_values: None,
+                    changed: None,
+                });
             }
             return pg_sys::Datum::from(0);
         }
         let meta = audit_meta(rel, (*td).tg_trigger);
+        if !meta.writes {
+            return pg_sys::Datum::from(0);
+        }
         let desc = (*rel).rd_att;
         let row = match op {
             TRIGGER_EVENT_INSERT => {
@@ -83,6 +88,8 @@ pub extern "C-unwind" fn tenantguard_audit(fcinfo: pg_sys::FunctionCallInfo) -> 
                 AuditRow {
                     op: "INSERT",
                     relname: name_ref(&meta.relname),
+                    table: meta.table,
+                    namespace: meta.namespace,
                     tenant: tenant_of(&meta, &v, &n),
                     record_key: (!meta.key.is_empty()).then(|| row_object(&meta.key, &v, &n)),
                     old_values: None,
@@ -95,6 +102,8 @@ pub extern "C-unwind" fn tenantguard_audit(fcinfo: pg_sys::FunctionCallInfo) -> 
                 AuditRow {
                     op: "DELETE",
                     relname: name_ref(&meta.relname),
+                    table: meta.table,
+                    namespace: meta.namespace,
                     tenant: tenant_of(&meta, &v, &n),
                     record_key: (!meta.key.is_empty()).then(|| row_object(&meta.key, &v, &n)),
                     old_values: Some(row_object(&meta.values, &v, &n)),
@@ -135,6 +144,8 @@ pub extern "C-unwind" fn tenantguard_audit(fcinfo: pg_sys::FunctionCallInfo) -> 
                 AuditRow {
                     op: "UPDATE",
                     relname: name_ref(&meta.relname),
+                    table: meta.table,
+                    namespace: meta.namespace,
                     tenant: tenant_of(&meta, &nv, &nn),
                     record_key: (!meta.key.is_empty()).then(|| row_object(&meta.key, &nv, &nn)),
                     old_values: Some(row_object(&meta.values, &ov, &on)),
@@ -144,7 +155,7 @@ pub extern "C-unwind" fn tenantguard_audit(fcinfo: pg_sys::FunctionCallInfo) -> 
             }
             _ => return pg_sys::Datum::from(0),
         };
-        write_row(rel, row);
+        write_row(row);
         pg_sys::Datum::from(0)
     }
 }

@@ -311,6 +311,9 @@ pub(crate) fn target() -> Rc<AuditTarget> {
 /// One audit row, as datums in the order of FIELDS (None = NULL).
 pub(crate) struct AuditRow {
     pub(crate) op: &'static str,
+    /// The audited table (on a Citus shard: the distributed table) and its schema.
+    pub(crate) table: pg_sys::Oid,
+    pub(crate) namespace: pg_sys::Oid,
     /// The table's name, a `name` datum.
     pub(crate) relname: pg_sys::Datum,
     pub(crate) tenant: Option<pg_sys::Datum>,
@@ -320,12 +323,11 @@ pub(crate) struct AuditRow {
     pub(crate) changed: Option<pg_sys::Datum>,
 }
 
-/// Writes one audit row for `rel`.
+/// Writes one audit row.
 ///
 /// # Safety
-/// `rel` must be the open relation the trigger fired for; datums must be valid in the current
-/// memory context.
-pub(crate) unsafe fn write_row(rel: pg_sys::Relation, row: AuditRow) {
+/// The datums must be valid in the current memory context.
+pub(crate) unsafe fn write_row(row: AuditRow) {
     let target = target();
     let mut datums: [Option<pg_sys::Datum>; FIELDS.len()] = [None; FIELDS.len()];
     datums[0] = Some(pg_sys::Datum::from(raw::GetCurrentTimestamp()));
@@ -333,12 +335,12 @@ pub(crate) unsafe fn write_row(rel: pg_sys::Relation, row: AuditRow) {
     datums[2] = Some(pg_sys::Datum::from(
         pg_sys::GetTopFullTransactionId().value as i64,
     ));
-    let schema = cached_name(b'n', (*(*rel).rd_rel).relnamespace);
+    let schema = cached_name(b'n', row.namespace);
     let db_user = cached_name(b'r', raw::GetUserId());
     let session_user = cached_name(b'r', raw::GetSessionUserId());
     datums[3] = Some(name_ref(&schema));
     datums[4] = Some(row.relname);
-    datums[5] = Some(pg_sys::Datum::from((*rel).rd_id));
+    datums[5] = Some(pg_sys::Datum::from(row.table));
     datums[6] = Some(op_text(row.op));
     datums[7] = row.tenant;
     datums[8] = row.record_key;
@@ -353,7 +355,16 @@ pub(crate) unsafe fn write_row(rel: pg_sys::Relation, row: AuditRow) {
     } else {
         Some(text_datum(CStr::from_ptr(app_user).to_bytes()))
     };
-    let app = pg_sys::application_name;
+    // A Citus worker's shard query runs under Citus's own application_name; the client's comes
+    // with the statement (src/citus/propagate.rs).
+    let mut app = pg_sys::application_name as *const std::ffi::c_char;
+    if crate::citus::internal_backend() {
+        if let Some(client) = crate::gucs::CLIENT_APPLICATION_NAME.get() {
+            if !client.as_bytes().is_empty() {
+                app = pg_sys::pstrdup(client.as_ptr());
+            }
+        }
+    }
     datums[15] = if app.is_null() || *app == 0 {
         None
     } else {
@@ -468,4 +479,27 @@ pub(crate) unsafe fn tenant_of(
             text_datum(CStr::from_ptr(s).to_bytes())
         }
     })
+}
+
+/// Runs `f` as the audit log's owner (a Citus table rewrite moves the rewritten table's rows to
+/// its new oid; no other role may update the log).
+pub(crate) fn as_audit_owner<R>(f: impl FnOnce() -> R) -> R {
+    let owner = target().owner;
+    let mut saved_user = pg_sys::InvalidOid;
+    let mut saved_sec = 0;
+    // SAFETY: the same switch the INSERT path above makes; an ERROR inside `f` aborts the
+    // (sub)transaction, which restores the user and security context.
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut saved_user, &mut saved_sec);
+        pg_sys::SetUserIdAndSecContext(
+            owner,
+            saved_sec
+                | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32
+                | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
+        );
+    }
+    let out = f();
+    // SAFETY: restores what was saved above.
+    unsafe { pg_sys::SetUserIdAndSecContext(saved_user, saved_sec) };
+    out
 }

@@ -191,7 +191,13 @@ pub(crate) fn created_tables() -> Vec<pg_sys::Oid> {
 /// `parsetree` must be the statement's parse tree, non-null.
 pub(crate) unsafe fn auto_protect(parsetree: *mut pg_sys::Node, mode: AutoProtect) {
     let column = gucs::tenant_column();
+    // Citus's own DDL on a worker makes shards and copies of Citus tables: they are protected
+    // through the coordinator's table, never by themselves.
+    if crate::citus::internal_backend() {
+        return;
+    }
     let mut candidates = gained_tenant_column(parsetree, &column);
+    candidates.retain(|&oid| !crate::citus::known_shard(oid));
     if candidates.is_empty() {
         return;
     }

@@ -20,9 +20,18 @@ pub(crate) fn restoring() -> bool {
     unsafe { !pg_sys::row_security && pg_sys::superuser() }
 }
 
+/// The event triggers do nothing for tenantguard's own DDL, a restore, an extension script, and a
+/// Citus table rewrite (src/citus/convert.rs). The statements Citus sends from the coordinator to
+/// a worker need no pass: they act on shards and on the workers' copies of Citus tables, which a
+/// worker never registers, so the guard has nothing to refuse there; auto-protect skips them.
+/// (Citus tells its own sessions by their application_name, which any client can set: the guard
+/// does not take that as a pass.)
 pub(crate) fn stand_aside() -> bool {
     // SAFETY: a plain global of the server, true while CREATE/ALTER EXTENSION runs a script.
-    busy() || restoring() || unsafe { pg_sys::creating_extension }
+    busy()
+        || restoring()
+        || unsafe { pg_sys::creating_extension }
+        || crate::citus::convert::converting()
 }
 
 /// The EventTriggerData of an event trigger call, or an error when called otherwise.
@@ -72,6 +81,12 @@ pub extern "C-unwind" fn tenantguard_ddl_command_end(
     let _internal = crate::session::Internal::enter();
     // SAFETY: checked to be an event trigger call.
     let parsetree = unsafe { (*event_data(fcinfo)).parsetree };
+    if !parsetree.is_null() && crate::citus::convert::rewriting() {
+        // SAFETY: the statement's parse tree, non-null.
+        crate::pg::raw::with_row_security(|| unsafe {
+            crate::citus::convert::adopt_renamed(parsetree)
+        });
+    }
     if !stand_aside() && !parsetree.is_null() {
         // SAFETY: the statement's parse tree, non-null.
         crate::pg::raw::with_row_security(|| unsafe { ddl_command_end(parsetree) });
@@ -119,8 +134,11 @@ pub extern "C-unwind" fn tenantguard_sql_drop(fcinfo: pg_sys::FunctionCallInfo) 
     let _internal = crate::session::Internal::enter();
     // SAFETY: only checks that this is an event trigger call.
     unsafe { event_data(fcinfo) };
-    let guarding = !busy() && !restoring() && gucs::guard_enabled();
+    let guarding = !stand_aside() && gucs::guard_enabled();
     crate::pg::raw::with_row_security(|| {
+        if crate::citus::convert::rewriting() {
+            crate::citus::convert::remember_dropped();
+        }
         if guarding {
             guard_drops();
         }

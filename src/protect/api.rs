@@ -43,6 +43,17 @@ pub(crate) fn protect_with(tbl: pg_sys::Oid, options: &ProtectOptions, dry_run: 
         })
         .collect();
 
+    for (rel, _) in &checked {
+        if crate::citus::is_citus_table(rel.oid)
+            && !crate::citus::unsafe_triggers_allowed()
+            && !crate::protect::triggers::desired_triggers(rel, options).is_empty()
+        {
+            Error::CitusTriggers {
+                table: &rel.display(),
+            }
+            .raise();
+        }
+    }
     let plans: Vec<TablePlan> = checked
         .iter()
         .map(|(rel, col)| plan_protect(rel, col, options))
@@ -77,7 +88,7 @@ pub fn auto_protect(tbl: pg_sys::Oid) -> String {
         &[tbl.into()],
     )
     .and_then(|j| crate::protect::registry::options_from_registry(j.0));
-    let options = inherited.unwrap_or_else(|| {
+    let mut options = inherited.unwrap_or_else(|| {
         let admin_exists = kept_first::<bool>(
             &ADMIN_PLAN,
             "SELECT true FROM pg_catalog.pg_roles WHERE rolname = 'tenantguard_admin'",
@@ -90,7 +101,25 @@ pub fn auto_protect(tbl: pg_sys::Oid) -> String {
             ..Default::default()
         })
     });
-    protect_with(tbl, &options, false)
+    // On a Citus coordinator, create_distributed_table() refuses a table with triggers unless
+    // citus.enable_unsafe_triggers is on: isolate the new table now and leave the triggers off,
+    // so that it can be distributed; protect() after that adds them (docs/citus.md).
+    let deferred = crate::citus::active()
+        && !crate::citus::unsafe_triggers_allowed()
+        && (options.audit || options.updated_at != Some(false));
+    if deferred {
+        options.audit = false;
+        options.updated_at = Some(false);
+    }
+    let account = protect_with(tbl, &options, false);
+    if deferred {
+        format!(
+            "{account} (Citus: no audit or updated_at trigger while citus.enable_unsafe_triggers \
+             is off)"
+        )
+    } else {
+        account
+    }
 }
 
 /// After `ALTER TABLE ... RENAME COLUMN old TO new` on a protected table: the options that name

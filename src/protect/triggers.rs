@@ -83,7 +83,16 @@ pub fn desired_triggers(rel: &RelInfo, options: &ProtectOptions) -> Vec<TriggerS
         return out;
     }
     if options.audit {
-        let mut args = vec![noop_arg(options)];
+        // The tenant column rides in the trigger: on a Citus worker the shard's trigger has no
+        // registry row to find it in.
+        let mut args = vec![
+            noop_arg(options),
+            format!(
+                "{}{}",
+                crate::audit::meta::TENANT_ARG,
+                options.tenant_column
+            ),
+        ];
         args.extend(options.audit_exclude.iter().cloned());
         out.push(TriggerSpec {
             name: AUDIT,

@@ -392,6 +392,11 @@ pub(crate) unsafe extern "C-unwind" fn executor_start(
     eflags: i32,
 ) {
     start_statement(query_desc, eflags);
+    if crate::citus::propagate::wants_context((*query_desc).plannedstmt)
+        && eflags & pg_sys::EXEC_FLAG_EXPLAIN_ONLY as i32 == 0
+    {
+        crate::citus::propagate::hand_over();
+    }
     match PREV_EXECUTOR_START {
         Some(prev) => prev(query_desc, eflags),
         None => executor::raw_standard_executor_start(query_desc, eflags),
@@ -492,6 +497,9 @@ pub(crate) unsafe extern "C-unwind" fn process_utility(
     qc: *mut pg_sys::QueryCompletion,
 ) {
     start_utility(pstmt, query_string);
+    if crate::citus::propagate::wants_context(pstmt) {
+        crate::citus::propagate::hand_over();
+    }
     add_nesting(1);
     match PREV_PROCESS_UTILITY {
         Some(prev) => prev(

@@ -1,0 +1,239 @@
+//! The tenant context on every node that runs a shard query.
+//!
+//! Citus runs each shard query on a worker in a session of its own, as the same role, but it
+//! passes on none of the session's settings: a worker sees no tenant, and tenantguard's policies
+//! there match no row (they fail closed). Citus does pass on `SET LOCAL` commands, at the start of
+//! each remote transaction, when they run inside a transaction block with
+//! `citus.propagate_set_commands = 'local'`.
+//!
+//! So before a statement that Citus executes across nodes (a plan with Citus's custom scan, or a
+//! COPY), tenantguard hands Citus one `SET LOCAL` command per context setting, with the value this
+//! session has now (however it was set: `set_tenant()`, `SET`, `SET LOCAL`, `set_config()`),
+//! through the same function Citus's own SET LOCAL propagation calls, and asks for a coordinated
+//! transaction so that the workers' sessions begin with it. The settings: the tenant and role
+//! settings (tenantguard's and every protected table's), the application-user setting, and
+//! `tenantguard.client_application_name` (the client's application_name, for the audit rows a
+//! worker writes). When nothing changed since the last hand-over in this transaction, nothing is
+//! sent.
+
+use crate::gucs;
+use pgrx::pg_sys;
+use pgrx::prelude::*;
+use pgrx::spi::quote_literal;
+use std::cell::RefCell;
+use std::ffi::{CStr, CString};
+
+/// The setting that carries the client's application_name to the workers' audit rows.
+pub const CLIENT_APPLICATION_NAME: &str = "tenantguard.client_application_name";
+
+thread_local! {
+    /// (local transaction id, setting names of protected tables): read once per transaction.
+    static REGISTRY_NAMES: RefCell<(u32, Option<Vec<String>>)> = const { RefCell::new((0, None)) };
+    static INSIDE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Does the plan run through Citus's executor (a custom scan anywhere in it)?
+///
+/// # Safety
+/// `plan` is null or a valid plan tree.
+unsafe fn has_custom_scan(plan: *mut pg_sys::Plan) -> bool {
+    if plan.is_null() {
+        return false;
+    }
+    if (*plan).type_ == pg_sys::NodeTag::T_CustomScan {
+        return true;
+    }
+    has_custom_scan((*plan).lefttree) || has_custom_scan((*plan).righttree) || {
+        // Append-like nodes keep their children in lists.
+        let list = match (*plan).type_ {
+            pg_sys::NodeTag::T_Append => (*(plan as *mut pg_sys::Append)).appendplans,
+            pg_sys::NodeTag::T_MergeAppend => (*(plan as *mut pg_sys::MergeAppend)).mergeplans,
+            _ => std::ptr::null_mut(),
+        };
+        list_any(list)
+    }
+}
+
+/// # Safety
+/// `list` is null or a list of plans.
+unsafe fn list_any(list: *mut pg_sys::List) -> bool {
+    if list.is_null() {
+        return false;
+    }
+    (0..(*list).length).any(|i| {
+        has_custom_scan((*(*list).elements.add(i as usize)).ptr_value as *mut pg_sys::Plan)
+    })
+}
+
+/// Does the statement need the context on other nodes? Cheap when Citus is not loaded.
+///
+/// # Safety
+/// `stmt` is a valid planned statement.
+pub(crate) unsafe fn wants_context(stmt: *mut pg_sys::PlannedStmt) -> bool {
+    if !super::library_loaded() || stmt.is_null() {
+        return false;
+    }
+    let utility = (*stmt).utilityStmt;
+    if !utility.is_null() {
+        return (*utility).type_ == pg_sys::NodeTag::T_CopyStmt;
+    }
+    has_custom_scan((*stmt).planTree) || list_any((*stmt).subplans)
+}
+
+/// Hands the context to Citus for the statement about to run. Called from the executor and
+/// utility hooks, inside pgrx's error boundary.
+#[pg_guard]
+pub(crate) unsafe extern "C-unwind" fn hand_over() {
+    if INSIDE.with(|i| i.replace(true)) {
+        return;
+    }
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            INSIDE.with(|i| i.set(false));
+        }
+    }
+    let _reset = Reset;
+    // SAFETY: a plain global of the server, true while CREATE/ALTER EXTENSION runs a script.
+    if super::internal_backend() || unsafe { pg_sys::creating_extension } || !super::active() {
+        return;
+    }
+    let Some(settings) = context_settings() else {
+        return;
+    };
+    let anything_set = settings
+        .iter()
+        .any(|(name, value)| name != CLIENT_APPLICATION_NAME && !value.is_empty());
+    let command = settings
+        .iter()
+        .map(|(name, value)| format!("SET LOCAL {} = {}", quote_name(name), quote_literal(value)))
+        .collect::<Vec<_>>()
+        .join(";")
+        + ";";
+    super::with(|c| {
+        // SAFETY: Citus's activeSetStmts is NULL or a StringInfo in TopTransactionContext.
+        let active = unsafe { *c.active_set_stmts };
+        let sent = if active.is_null() {
+            ""
+        } else {
+            // SAFETY: a StringInfo's data is NUL-terminated.
+            unsafe { CStr::from_ptr((*active).data) }
+                .to_str()
+                .unwrap_or("")
+        };
+        if sent.ends_with(&command) || (!anything_set && sent.is_empty()) {
+            return;
+        }
+        let text = CString::new(command.as_str()).expect("settings hold no NUL");
+        // SAFETY: a VariableSetStmt node for Citus's bookkeeping (it reads only the text); the
+        // text is copied by Citus into its own StringInfo. Both calls may raise (a worker
+        // connection failing), so they run inside pgrx's error boundary.
+        unsafe {
+            let stmt = pg_sys::palloc0(std::mem::size_of::<pg_sys::VariableSetStmt>())
+                as *mut pg_sys::VariableSetStmt;
+            (*stmt).type_ = pg_sys::NodeTag::T_VariableSetStmt;
+            (*stmt).kind = pg_sys::VariableSetKind::VAR_SET_VALUE;
+            (*stmt).is_local = true;
+            pg_sys::ffi::pg_guard_ffi_boundary(|| {
+                (c.use_coordinated_transaction)();
+                (c.propagate_set)(stmt, text.as_ptr());
+            });
+        }
+    });
+}
+
+/// A setting name as SQL: each dot-separated part quoted (names are checked to be
+/// `[A-Za-z0-9_$.]` when set, and the registry's came from there).
+fn quote_name(name: &str) -> String {
+    name.split('.')
+        .map(pgrx::spi::quote_identifier)
+        .collect::<Vec<_>>()
+        .join(".")
+}
+
+fn setting_value(name: &str) -> String {
+    let Ok(c) = CString::new(name) else {
+        return String::new();
+    };
+    // SAFETY: missing_ok lookup; the value is copied at once.
+    unsafe {
+        let raw = pg_sys::GetConfigOption(c.as_ptr(), true, false);
+        if raw.is_null() {
+            String::new()
+        } else {
+            CStr::from_ptr(raw).to_string_lossy().into_owned()
+        }
+    }
+}
+
+/// Every context setting with this session's value ('' when unset), in a stable order; `None`
+/// when tenantguard is not installed in this database.
+pub(crate) fn context_settings() -> Option<Vec<(String, String)>> {
+    let mut names = vec![
+        gucs::tenant_setting(),
+        gucs::role_setting(),
+        gucs::user_setting(),
+    ];
+    names.extend(registry_names()?);
+    names.sort();
+    names.dedup();
+    let mut out: Vec<(String, String)> = names
+        .into_iter()
+        .map(|n| {
+            let v = setting_value(&n);
+            (n, v)
+        })
+        .collect();
+    // SAFETY: the server's application_name, NUL-terminated or null.
+    let app = unsafe {
+        let p = pg_sys::application_name;
+        if p.is_null() {
+            String::new()
+        } else {
+            CStr::from_ptr(p).to_string_lossy().into_owned()
+        }
+    };
+    out.push((CLIENT_APPLICATION_NAME.into(), app));
+    Some(out)
+}
+
+/// The tenant and role settings protected tables name, read once per transaction; `None` when
+/// tenantguard is not installed in this database.
+fn registry_names() -> Option<Vec<String>> {
+    // SAFETY: the backend's own PGPROC.
+    let xid = unsafe { crate::pg::raw::my_local_xid() };
+    if let Some(names) = REGISTRY_NAMES.with(|r| {
+        let r = r.borrow();
+        (r.0 == xid).then(|| r.1.clone())
+    }) {
+        return names;
+    }
+    // SAFETY: a catalog lookup with missing_ok.
+    let installed =
+        unsafe { pg_sys::get_extension_oid(c"tenantguard".as_ptr(), true) } != pg_sys::InvalidOid;
+    if !installed {
+        REGISTRY_NAMES.with(|r| *r.borrow_mut() = (xid, None));
+        return None;
+    }
+    let _internal = crate::session::Internal::enter();
+    let names: Vec<String> = crate::pg::raw::with_row_security(|| {
+        Spi::connect(|client| {
+            client
+                .select(
+                    "SELECT DISTINCT s FROM tenantguard.registry r,
+                        LATERAL (VALUES (r.options ->> 'tenant_setting'),
+                                        (r.options ->> 'role_setting')) v(s)
+                  WHERE s IS NOT NULL",
+                    None,
+                    &[],
+                )
+                .map(|rows| {
+                    rows.filter_map(|row| row.get::<String>(1).ok().flatten())
+                        .collect()
+                })
+        })
+    })
+    .unwrap_or_default();
+    REGISTRY_NAMES.with(|r| *r.borrow_mut() = (xid, Some(names.clone())));
+    Some(names)
+}
