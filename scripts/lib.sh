@@ -100,3 +100,41 @@ callgrind_count() {
   rm -rf "$work"
   grep -o 'Collected : [0-9]*' "$log" | awk '{print $3}'
 }
+
+# citus_cluster_start DIR BASE_PORT DB [postgresql.conf lines...]: a Citus coordinator (node 0,
+# port BASE_PORT) and two workers (nodes 1 and 2), each in DIR/nN with Citus and tenantguard
+# preloaded, and database DB on each with the citus extension, the workers added.
+citus_cluster_start() {
+  local dir=$1 base=$2 db=$3 i
+  shift 3
+  citus_cluster_stop "$dir"
+  rm -rf "$dir"; mkdir -p "$dir"; chown postgres:postgres "$dir"
+  for i in 0 1 2; do
+    cluster_start "$dir/n$i" $((base + i)) \
+      "shared_preload_libraries = 'citus,tenantguard'" \
+      "citus.local_hostname = '$dir/n$i'" \
+      "max_prepared_transactions = 50" \
+      "wal_level = logical" \
+      "log_min_messages = warning" "$@"
+  done
+  for i in 0 1 2; do
+    citus_node_sql "$dir" "$base" "$i" -d postgres -c "CREATE DATABASE $db"
+    citus_node_sql "$dir" "$base" "$i" -d "$db" -c "CREATE EXTENSION citus"
+  done
+  citus_node_sql "$dir" "$base" 0 -d "$db" \
+    -c "SELECT citus_set_coordinator_host('$dir/n0', $base)" \
+    -c "SELECT citus_add_node('$dir/n1', $((base + 1)))" \
+    -c "SELECT citus_add_node('$dir/n2', $((base + 2)))" >/dev/null
+}
+
+citus_cluster_stop() {
+  local i
+  for i in 0 1 2; do cluster_stop "$1/n$i"; done
+}
+
+# citus_node_sql DIR BASE_PORT N [psql arguments...]: psql as postgres to node N.
+citus_node_sql() {
+  local dir=$1 base=$2 i=$3
+  shift 3
+  as_pg "$PGBIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$dir/n$i" -p $((base + i)) -U postgres "$@"
+}

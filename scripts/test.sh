@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs every tenantguard test: formatting and lints, then on each PostgreSQL major the #[pg_test]
 # unit tests and the pg_regress suite in pg_test/ (real sessions, real roles, the attack suite,
-# the docs' SQL examples) against a throwaway cluster. With every major (the default), then the
+# the docs' SQL examples) against a throwaway cluster. With 15, the Citus suite
+# (scripts/citus_test.sh: a coordinator and two workers). With every major (the default), then the
 # lifecycle: the upgrade from the previous release (scripts/upgrade_test.sh), pg_upgrade and a
 # dump and restore across majors (scripts/pg_upgrade_test.sh), and the Debian packages of every
 # major built and installed (scripts/package.sh, scripts/package_test.sh).
@@ -68,6 +69,19 @@ for m in $majors; do
   passed=$((passed + unit + regress))
   summary+=("PostgreSQL $m: $unit #[pg_test] + $regress pg_regress")
 done
+
+case " $majors " in
+  *" 15 "*)
+    echo "== Citus: a coordinator and two workers (PostgreSQL 15)"
+    bash scripts/citus_test.sh | tee /tmp/tenantguard-citus.log
+    if grep -q "SKIPPED" /tmp/tenantguard-citus.log; then
+      summary+=("Citus suite: SKIPPED (see above)")
+    else
+      n=$(ls pg_test/citus/sql/*.sql | wc -l)
+      passed=$((passed + n)); summary+=("Citus suite: $n pg_regress")
+    fi
+    ;;
+esac
 
 if [ "$majors" = "$ALL_MAJORS" ]; then
   echo "== lifecycle: upgrade from the previous release"

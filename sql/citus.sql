@@ -51,10 +51,11 @@ $$;
 
 -- On the coordinator: for each protected distributed or reference table, how many of its shard
 -- placements lack what the table has (row level security, forced, tenantguard's policies), asked
--- of every node; a placement on a node that does not answer counts as lacking. On a worker: the
--- Citus tables, which coverage() leaves to the coordinator.
+-- of every node; a placement on a node that does not answer counts as lacking. On every node, the
+-- tables coverage() skips (skip = true): the shards on this node, and on a worker the Citus
+-- tables, which coverage() leaves to the coordinator.
 CREATE FUNCTION tenantguard._placement_gaps()
-RETURNS TABLE (relid oid, on_worker boolean, placements integer, gaps integer)
+RETURNS TABLE (relid oid, skip boolean, placements integer, gaps integer)
 LANGUAGE plpgsql STABLE
 SET search_path = pg_catalog, pg_temp
 SET row_security = on
@@ -68,8 +69,26 @@ BEGIN
     IF role IS NULL THEN
         RETURN;
     END IF;
+    RETURN QUERY
+    SELECT to_regclass(format('%I.%I', n.nspname, c.relname || '_' || s.shardid))::oid, true, 0, 0
+      FROM pg_dist_shard s
+      JOIN pg_dist_placement p ON p.shardid = s.shardid
+      JOIN pg_class c ON c.oid = s.logicalrelid
+      JOIN pg_namespace n ON n.oid = c.relnamespace
+     WHERE p.groupid = (SELECT groupid FROM pg_dist_local_group);
     IF role = 'worker' THEN
-        RETURN QUERY SELECT d.logicalrelid::oid, true, 0, 0 FROM pg_dist_partition d;
+        -- Also shards a move or split left behind for Citus to drop later: named like a shard
+        -- of a Citus table, no longer in the metadata.
+        RETURN QUERY
+        SELECT c.oid, true, 0, 0
+          FROM pg_dist_partition d
+          JOIN pg_class l ON l.oid = d.logicalrelid
+          JOIN pg_class c ON c.relnamespace = l.relnamespace
+                         AND left(c.relname, length(l.relname) + 1) = l.relname || '_'
+                         AND substr(c.relname, length(l.relname) + 2) ~ '^[0-9]+$'
+         WHERE c.relkind IN ('r', 'p')
+        UNION ALL
+        SELECT d.logicalrelid::oid, true, 0, 0 FROM pg_dist_partition d;
         RETURN;
     END IF;
     SELECT array_agg(format('%I.%I', n.nspname, c.relname))
@@ -182,3 +201,10 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- Every backend keeps the setting names of protected tables, to pass the tenant on to the
+-- workers (src/citus/propagate.rs); a change of the registry makes them read the names again.
+CREATE FUNCTION tenantguard._registry_changed() RETURNS trigger
+LANGUAGE c AS 'MODULE_PATHNAME', 'tenantguard_registry_changed';
+CREATE TRIGGER registry_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
+  ON tenantguard.registry FOR EACH STATEMENT EXECUTE FUNCTION tenantguard._registry_changed();

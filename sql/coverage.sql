@@ -41,7 +41,7 @@ candidates AS (
       LEFT JOIN tenantguard.registry r ON r.relid = c.oid
       LEFT JOIN tenantguard.exemptions x ON x.relid = c.oid
       -- Citus: a distributed table is protected only where every shard placement is
-      -- (_placement_gaps() asks each node); a worker leaves Citus tables to the coordinator.
+      -- (_placement_gaps() asks each node); shards, and on a worker Citus tables, are skipped.
       LEFT JOIN tenantguard._placement_gaps() g ON g.relid = c.oid
       -- A partition or child of a protected table is a tenant table whatever its tenant column
       -- is called (protect(..., tenant_column => 'org_id')).
@@ -54,7 +54,7 @@ candidates AS (
        AND c.relpersistence <> 't'
        AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'tenantguard')
        AND n.nspname NOT LIKE 'pg\_%'
-       AND NOT COALESCE(g.on_worker, false)
+       AND NOT COALESCE(g.skip, false)
        AND (r.relid IS NOT NULL OR par.tenant_column IS NOT NULL
             OR EXISTS (SELECT 1 FROM pg_attribute a
                         WHERE a.attrelid = c.oid AND a.attname = s.col

@@ -13,6 +13,6 @@ SELECT extname, extversion IS NOT NULL AS has_version, n.nspname
  WHERE extname = 'tenantguard';
 -- The registry is kept by pg_dump.
 SELECT c.relname FROM pg_extension e, unnest(e.extconfig) AS cfg JOIN pg_class c ON c.oid = cfg
- WHERE e.extname = 'tenantguard';
+ WHERE e.extname = 'tenantguard' ORDER BY 1;
 -- Files 10 to 50 call protect() themselves on tables they fill first; 60 turns auto-protect on.
 ALTER DATABASE regression SET tenantguard.auto_protect = off;

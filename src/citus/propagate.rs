@@ -27,8 +27,9 @@ use std::ffi::{CStr, CString};
 pub const CLIENT_APPLICATION_NAME: &str = "tenantguard.client_application_name";
 
 thread_local! {
-    /// (local transaction id, setting names of protected tables): read once per transaction.
-    static REGISTRY_NAMES: RefCell<(u32, Option<Vec<String>>)> = const { RefCell::new((0, None)) };
+    /// The setting names of protected tables (None inside: not installed), until invalidated.
+    static REGISTRY_NAMES: RefCell<Option<Option<Vec<String>>>> = const { RefCell::new(None) };
+    static CALLBACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
     static INSIDE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
@@ -65,6 +66,42 @@ unsafe fn list_any(list: *mut pg_sys::List) -> bool {
     })
 }
 
+/// Does the relation have row level security enabled?
+///
+/// # Safety
+/// A syscache lookup; needs a transaction.
+unsafe fn row_security_on(relid: pg_sys::Oid) -> bool {
+    let tuple = pg_sys::SearchSysCache1(
+        pg_sys::SysCacheIdentifier::RELOID as i32,
+        pg_sys::Datum::from(relid),
+    );
+    if tuple.is_null() {
+        return false;
+    }
+    let form = pg_sys::GETSTRUCT(tuple) as *mut pg_sys::FormData_pg_class;
+    let on = (*form).relrowsecurity;
+    pg_sys::ReleaseSysCache(tuple);
+    on
+}
+
+/// Does the range table name a table with row level security? Citus keeps the statement's
+/// original range table in its plan (for permission checks): a statement on tables without
+/// policies has no use for the tenant on the workers, and does not pay for passing it on.
+///
+/// # Safety
+/// `rtable` is null or a list of range table entries.
+unsafe fn touches_row_security(rtable: *mut pg_sys::List) -> bool {
+    if rtable.is_null() {
+        return false;
+    }
+    (0..(*rtable).length).any(|i| {
+        let rte = (*(*rtable).elements.add(i as usize)).ptr_value as *mut pg_sys::RangeTblEntry;
+        !rte.is_null()
+            && (*rte).rtekind == pg_sys::RTEKind::RTE_RELATION
+            && row_security_on((*rte).relid)
+    })
+}
+
 /// Does the statement need the context on other nodes? Cheap when Citus is not loaded.
 ///
 /// # Safety
@@ -75,9 +112,16 @@ pub(crate) unsafe fn wants_context(stmt: *mut pg_sys::PlannedStmt) -> bool {
     }
     let utility = (*stmt).utilityStmt;
     if !utility.is_null() {
-        return (*utility).type_ == pg_sys::NodeTag::T_CopyStmt;
+        if (*utility).type_ != pg_sys::NodeTag::T_CopyStmt {
+            return false;
+        }
+        // COPY of a table: only one with policies; COPY (query): always.
+        let rv = (*(utility as *mut pg_sys::CopyStmt)).relation;
+        return rv.is_null()
+            || crate::pg::nodes::range_var_oid(rv).is_none_or(|oid| row_security_on(oid));
     }
-    has_custom_scan((*stmt).planTree) || list_any((*stmt).subplans)
+    (has_custom_scan((*stmt).planTree) || list_any((*stmt).subplans))
+        && touches_row_security((*stmt).rtable)
 }
 
 /// Hands the context to Citus for the statement about to run. Called from the executor and
@@ -104,12 +148,6 @@ pub(crate) unsafe extern "C-unwind" fn hand_over() {
     let anything_set = settings
         .iter()
         .any(|(name, value)| name != CLIENT_APPLICATION_NAME && !value.is_empty());
-    let command = settings
-        .iter()
-        .map(|(name, value)| format!("SET LOCAL {} = {}", quote_name(name), quote_literal(value)))
-        .collect::<Vec<_>>()
-        .join(";")
-        + ";";
     super::with(|c| {
         // SAFETY: Citus's activeSetStmts is NULL or a StringInfo in TopTransactionContext.
         let active = unsafe { *c.active_set_stmts };
@@ -121,6 +159,16 @@ pub(crate) unsafe extern "C-unwind" fn hand_over() {
                 .to_str()
                 .unwrap_or("")
         };
+        // An unset setting is what a worker has anyway: send it only to undo a value sent
+        // earlier in this transaction.
+        let command = settings
+            .iter()
+            .map(|(name, value)| (format!("SET LOCAL {} = ", quote_name(name)), value))
+            .filter(|(set, value)| !value.is_empty() || sent.contains(set.as_str()))
+            .map(|(set, value)| format!("{set}{}", quote_literal(value)))
+            .collect::<Vec<_>>()
+            .join(";")
+            + ";";
         if sent.ends_with(&command) || (!anything_set && sent.is_empty()) {
             return;
         }
@@ -197,43 +245,69 @@ pub(crate) fn context_settings() -> Option<Vec<(String, String)>> {
     Some(out)
 }
 
-/// The tenant and role settings protected tables name, read once per transaction; `None` when
-/// tenantguard is not installed in this database.
+/// The tenant and role settings protected tables name; `None` when tenantguard is not installed
+/// in this database. Read once and kept until the registry changes: a statement trigger on the
+/// registry (`_registry_changed`) sends a relcache invalidation of it to every backend.
 fn registry_names() -> Option<Vec<String>> {
-    // SAFETY: the backend's own PGPROC.
-    let xid = unsafe { crate::pg::raw::my_local_xid() };
-    if let Some(names) = REGISTRY_NAMES.with(|r| {
-        let r = r.borrow();
-        (r.0 == xid).then(|| r.1.clone())
-    }) {
+    crate::pg::callbacks::register_once(&CALLBACK, Some(registry_invalidated), &[]);
+    if let Some(names) = REGISTRY_NAMES.with(|r| r.borrow().clone()) {
         return names;
     }
     // SAFETY: a catalog lookup with missing_ok.
     let installed =
         unsafe { pg_sys::get_extension_oid(c"tenantguard".as_ptr(), true) } != pg_sys::InvalidOid;
-    if !installed {
-        REGISTRY_NAMES.with(|r| *r.borrow_mut() = (xid, None));
-        return None;
-    }
-    let _internal = crate::session::Internal::enter();
-    let names: Vec<String> = crate::pg::raw::with_row_security(|| {
-        Spi::connect(|client| {
-            client
-                .select(
-                    "SELECT DISTINCT s FROM tenantguard.registry r,
-                        LATERAL (VALUES (r.options ->> 'tenant_setting'),
-                                        (r.options ->> 'role_setting')) v(s)
-                  WHERE s IS NOT NULL",
-                    None,
-                    &[],
-                )
-                .map(|rows| {
-                    rows.filter_map(|row| row.get::<String>(1).ok().flatten())
-                        .collect()
-                })
+    let names = installed.then(|| {
+        let _internal = crate::session::Internal::enter();
+        crate::pg::raw::with_row_security(|| {
+            Spi::connect(|client| {
+                client
+                    .select(
+                        "SELECT DISTINCT s FROM tenantguard.registry r,
+                                LATERAL (VALUES (r.options ->> 'tenant_setting'),
+                                                (r.options ->> 'role_setting')) v(s)
+                          WHERE s IS NOT NULL",
+                        None,
+                        &[],
+                    )
+                    .map(|rows| {
+                        rows.filter_map(|row| row.get::<String>(1).ok().flatten())
+                            .collect::<Vec<String>>()
+                    })
+            })
         })
-    })
-    .unwrap_or_default();
-    REGISTRY_NAMES.with(|r| *r.borrow_mut() = (xid, Some(names.clone())));
-    Some(names)
+        .unwrap_or_default()
+    });
+    REGISTRY_NAMES.with(|r| *r.borrow_mut() = Some(names.clone()));
+    names
 }
+
+/// Any relcache invalidation may be the registry's (or the extension's creation or removal):
+/// read the names again next time. Cheap, and invalidations are rare next to statements.
+#[pg_guard]
+unsafe extern "C-unwind" fn registry_invalidated(_arg: pg_sys::Datum, relid: pg_sys::Oid) {
+    let _ = relid;
+    REGISTRY_NAMES.with(|r| {
+        if let Ok(mut r) = r.try_borrow_mut() {
+            *r = None;
+        }
+    });
+}
+
+/// `tenantguard._registry_changed()`, a statement trigger on the registry: every backend reads
+/// the setting names again.
+#[no_mangle]
+#[pg_guard]
+pub extern "C-unwind" fn tenantguard_registry_changed(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> pg_sys::Datum {
+    // SAFETY: the trigger's TriggerData, checked to be one, and an invalidation of its relation.
+    unsafe {
+        let ctx = (*fcinfo).context;
+        if !ctx.is_null() && (*ctx).type_ == pg_sys::NodeTag::T_TriggerData {
+            let td = ctx as *mut pg_sys::TriggerData;
+            pg_sys::CacheInvalidateRelcache((*td).tg_relation);
+        }
+    }
+    pg_sys::Datum::from(0)
+}
+crate::pg_finfo_v1!(pg_finfo_tenantguard_registry_changed);
