@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every tenantguard test: formatting and lints, then on each PostgreSQL major the #[pg_test]
 # unit tests and the pg_regress suite in pg_test/ (real sessions, real roles, the attack suite,
-# the docs' SQL examples) against a throwaway cluster. With 15, the Citus suite
-# (scripts/citus_test.sh: a coordinator and two workers). With every major (the default), then the
+# the docs' SQL examples) against a throwaway cluster. With 15, the PgBouncer test
+# (scripts/pgbouncer_test.sh) and the Citus suite (scripts/citus_test.sh: a coordinator and two
+# workers). With every major (the default), then the
 # lifecycle: the upgrade from the previous release (scripts/upgrade_test.sh), pg_upgrade and a
 # dump and restore across majors (scripts/pg_upgrade_test.sh), and the Debian packages of every
 # major built and installed (scripts/package.sh, scripts/package_test.sh).
@@ -72,6 +73,12 @@ done
 
 case " $majors " in
   *" 15 "*)
+    echo "== PgBouncer in transaction mode: tenantguard.tenant_scope (PostgreSQL 15)"
+    use_pg 15
+    install_extension >/tmp/tenantguard-pgbouncer-install.log 2>&1 ||
+      { tail -30 /tmp/tenantguard-pgbouncer-install.log; exit 1; }
+    bash scripts/pgbouncer_test.sh
+    passed=$((passed + 1)); summary+=("PgBouncer: tenant_scope through a transaction-mode pooler")
     echo "== Citus: a coordinator and two workers (PostgreSQL 15)"
     bash scripts/citus_test.sh | tee /tmp/tenantguard-citus.log
     if grep -q "SKIPPED" /tmp/tenantguard-citus.log; then

@@ -27,7 +27,10 @@ CREATE FUNCTION tenantguard.protect(
     audit boolean DEFAULT true,
     audit_exclude text[] DEFAULT NULL,
     updated_at boolean DEFAULT NULL,
-    skip_noop_updates boolean DEFAULT true)
+    skip_noop_updates boolean DEFAULT true,
+    tenant_list boolean DEFAULT false,
+    hierarchy text DEFAULT NULL,
+    tenant_default boolean DEFAULT false)
 RETURNS text
 LANGUAGE sql VOLATILE
 SET intervalstyle = 'postgres'
@@ -46,9 +49,12 @@ AS $$
            'audit_exclude', audit_exclude,
            'updated_at', updated_at,
            'skip_noop_updates', skip_noop_updates,
+           'tenant_list', tenant_list,
+           'hierarchy', hierarchy,
+           'tenant_default', tenant_default,
            'dry_run', dry_run))
 $$;
-COMMENT ON FUNCTION tenantguard.protect(regclass, name, name, interval, name, text[], text[], text, jsonb, boolean, boolean, text[], boolean, boolean) IS
+COMMENT ON FUNCTION tenantguard.protect(regclass, name, name, interval, name, text[], text[], text, jsonb, boolean, boolean, text[], boolean, boolean, boolean, text, boolean) IS
   'Enable and force row level security on a table (and its partitions) with tenant isolation and the asked-for policy templates. Idempotent.';
 
 CREATE FUNCTION tenantguard.policies(tbl regclass)

@@ -13,3 +13,16 @@ CREATE FUNCTION tenantguard.tenant_smallint(setting text) RETURNS smallint
 LANGUAGE c STABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'tenantguard_tenant_smallint';
 CREATE FUNCTION tenantguard.tenant_text(setting text) RETURNS text
 LANGUAGE c STABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'tenantguard_tenant_text';
+-- The same for tables protected with tenant_list: the setting's list of tenants (comma-separated,
+-- or a JSON array, or what its JSON path finds), as an array; empty when unset. The policies use
+-- them as `tenant_id = ANY ((SELECT tenantguard.tenant_bigints(...)))`.
+CREATE FUNCTION tenantguard.tenant_uuids(setting text) RETURNS uuid[]
+LANGUAGE c STABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'tenantguard_tenant_uuids';
+CREATE FUNCTION tenantguard.tenant_bigints(setting text) RETURNS bigint[]
+LANGUAGE c STABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'tenantguard_tenant_bigints';
+CREATE FUNCTION tenantguard.tenant_integers(setting text) RETURNS integer[]
+LANGUAGE c STABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'tenantguard_tenant_integers';
+CREATE FUNCTION tenantguard.tenant_smallints(setting text) RETURNS smallint[]
+LANGUAGE c STABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'tenantguard_tenant_smallints';
+CREATE FUNCTION tenantguard.tenant_texts(setting text) RETURNS text[]
+LANGUAGE c STABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'tenantguard_tenant_texts';

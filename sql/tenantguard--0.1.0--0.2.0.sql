@@ -243,7 +243,6 @@ CREATE TRIGGER registry_changed AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE
 -- registry's own policies instead of the guard's answer).
 ALTER FUNCTION tenantguard.exempt(regclass, text) SET row_security = on;
 ALTER FUNCTION tenantguard.unexempt(regclass) SET row_security = on;
-ALTER FUNCTION tenantguard.protect(regclass, name, name, interval, name, text[], text[], text, jsonb, boolean, boolean, text[], boolean, boolean) SET row_security = on;
 ALTER FUNCTION tenantguard.policies(regclass) SET row_security = on;
 ALTER FUNCTION tenantguard.unprotect(regclass) SET row_security = on;
 ALTER FUNCTION tenantguard.unprotect_sql(regclass) SET row_security = on;
@@ -908,3 +907,114 @@ BEGIN
     END LOOP;
 END
 $upgrade$;
+
+-- Tenant context (0.2.0): lists of tenants, hierarchies, the tenant column's default. protect()
+-- takes three more arguments.
+-- The same for tables protected with tenant_list: the setting's list of tenants (comma-separated,
+-- or a JSON array, or what its JSON path finds), as an array; empty when unset. The policies use
+-- them as `tenant_id = ANY ((SELECT tenantguard.tenant_bigints(...)))`.
+CREATE FUNCTION tenantguard.tenant_uuids(setting text) RETURNS uuid[]
+LANGUAGE c STABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'tenantguard_tenant_uuids';
+CREATE FUNCTION tenantguard.tenant_bigints(setting text) RETURNS bigint[]
+LANGUAGE c STABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'tenantguard_tenant_bigints';
+CREATE FUNCTION tenantguard.tenant_integers(setting text) RETURNS integer[]
+LANGUAGE c STABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'tenantguard_tenant_integers';
+CREATE FUNCTION tenantguard.tenant_smallints(setting text) RETURNS smallint[]
+LANGUAGE c STABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'tenantguard_tenant_smallints';
+CREATE FUNCTION tenantguard.tenant_texts(setting text) RETURNS text[]
+LANGUAGE c STABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'tenantguard_tenant_texts';
+
+CREATE FUNCTION tenantguard."tenant_subtree_bigint"(
+	"spec" TEXT, /* & str */
+	"tenants" oid, /* pg_sys :: Oid */
+	"key" TEXT, /* & str */
+	"parent" TEXT, /* & str */
+	"list" bool /* bool */
+) RETURNS bigint[] /* :: std :: option :: Option < Vec < i64 > > */
+STRICT STABLE PARALLEL RESTRICTED
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'tenant_subtree_bigint_wrapper';
+CREATE FUNCTION tenantguard."tenant_subtree_integer"(
+	"spec" TEXT, /* & str */
+	"tenants" oid, /* pg_sys :: Oid */
+	"key" TEXT, /* & str */
+	"parent" TEXT, /* & str */
+	"list" bool /* bool */
+) RETURNS INT[] /* :: std :: option :: Option < Vec < i32 > > */
+STRICT STABLE PARALLEL RESTRICTED
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'tenant_subtree_integer_wrapper';
+CREATE FUNCTION tenantguard."tenant_subtree_smallint"(
+	"spec" TEXT, /* & str */
+	"tenants" oid, /* pg_sys :: Oid */
+	"key" TEXT, /* & str */
+	"parent" TEXT, /* & str */
+	"list" bool /* bool */
+) RETURNS smallint[] /* :: std :: option :: Option < Vec < i16 > > */
+STRICT STABLE PARALLEL RESTRICTED
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'tenant_subtree_smallint_wrapper';
+CREATE FUNCTION tenantguard."tenant_subtree_text"(
+	"spec" TEXT, /* & str */
+	"tenants" oid, /* pg_sys :: Oid */
+	"key" TEXT, /* & str */
+	"parent" TEXT, /* & str */
+	"list" bool /* bool */
+) RETURNS TEXT[] /* :: std :: option :: Option < Vec < String > > */
+STRICT STABLE PARALLEL RESTRICTED
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'tenant_subtree_text_wrapper';
+CREATE FUNCTION tenantguard."tenant_subtree_uuid"(
+	"spec" TEXT, /* & str */
+	"tenants" oid, /* pg_sys :: Oid */
+	"key" TEXT, /* & str */
+	"parent" TEXT, /* & str */
+	"list" bool /* bool */
+) RETURNS uuid[] /* :: std :: option :: Option < Vec < pgrx :: Uuid > > */
+STRICT STABLE PARALLEL RESTRICTED
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'tenant_subtree_uuid_wrapper';
+DROP FUNCTION tenantguard.protect(regclass, name, name, interval, name, text[], text[], text, jsonb, boolean, boolean, text[], boolean, boolean);
+CREATE FUNCTION tenantguard.protect(
+    tbl regclass,
+    tenant_column name DEFAULT NULL,
+    admin_role name DEFAULT 'tenantguard_admin',
+    time_window interval DEFAULT NULL,
+    time_column name DEFAULT NULL,
+    app_roles text[] DEFAULT NULL,
+    app_roles_commands text[] DEFAULT ARRAY['SELECT'],
+    shared_read text DEFAULT NULL,
+    extra_policies jsonb DEFAULT NULL,
+    dry_run boolean DEFAULT false,
+    audit boolean DEFAULT true,
+    audit_exclude text[] DEFAULT NULL,
+    updated_at boolean DEFAULT NULL,
+    skip_noop_updates boolean DEFAULT true,
+    tenant_list boolean DEFAULT false,
+    hierarchy text DEFAULT NULL,
+    tenant_default boolean DEFAULT false)
+RETURNS text
+LANGUAGE sql VOLATILE
+SET intervalstyle = 'postgres'
+SET row_security = on
+AS $$
+  SELECT tenantguard._protect(tbl, pg_catalog.jsonb_build_object(
+           'tenant_column', tenant_column,
+           'admin_role', admin_role,
+           'time_window', time_window,
+           'time_column', time_column,
+           'app_roles', app_roles,
+           'app_roles_commands', app_roles_commands,
+           'shared_read', shared_read,
+           'extra_policies', extra_policies,
+           'audit', audit,
+           'audit_exclude', audit_exclude,
+           'updated_at', updated_at,
+           'skip_noop_updates', skip_noop_updates,
+           'tenant_list', tenant_list,
+           'hierarchy', hierarchy,
+           'tenant_default', tenant_default,
+           'dry_run', dry_run))
+$$;
+COMMENT ON FUNCTION tenantguard.protect(regclass, name, name, interval, name, text[], text[], text, jsonb, boolean, boolean, text[], boolean, boolean, boolean, text, boolean) IS
+  'Enable and force row level security on a table (and its partitions) with tenant isolation and the asked-for policy templates. Idempotent.';

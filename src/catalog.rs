@@ -280,3 +280,18 @@ impl TenantColumn {
         }
     }
 }
+
+/// A column's DEFAULT as PostgreSQL deparses it with only pg_catalog on the search path (so every
+/// other schema is written out), or None.
+pub fn column_default(rel: &RelInfo, column: &str) -> Option<String> {
+    crate::pg::raw::with_setting(c"search_path", c"pg_catalog", || {
+        spi(Spi::get_one_with_args::<String>(
+            "SELECT (SELECT pg_catalog.pg_get_expr(d.adbin, d.adrelid)
+                       FROM pg_catalog.pg_attrdef d
+                       JOIN pg_catalog.pg_attribute a
+                         ON a.attrelid = d.adrelid AND a.attnum = d.adnum
+                      WHERE d.adrelid = $1 AND a.attname = $2)",
+            &[rel.oid.into(), column.into()],
+        ))
+    })
+}

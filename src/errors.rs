@@ -49,6 +49,22 @@ pub enum Error<'a> {
     NoSuchRelation {
         oid: u32,
     },
+    /// A column named in an option (the hierarchy's parent column).
+    NoColumn {
+        table: &'a str,
+        column: &'a str,
+    },
+    /// A table named in an option (the hierarchy's tenants table).
+    NoSuchTable {
+        table: &'a str,
+    },
+    /// The hierarchy's parent column, or the tenant column, is not of the tenants' key type.
+    HierarchyType {
+        table: &'a str,
+        column: &'a str,
+        shown: &'a str,
+        wanted: &'a str,
+    },
     NotATable {
         verb: &'a str,
         table: &'a str,
@@ -201,6 +217,14 @@ pub enum Error<'a> {
         verb: &'a str,
         object: &'a str,
     },
+    /// set_tenant() when the tenant setting is a JSON path.
+    TenantFromClaims {
+        setting: &'a str,
+    },
+    /// A tenant set for the session under tenantguard.tenant_scope = transaction (a WARNING).
+    SessionTenant {
+        setting: &'a str,
+    },
     // Citus.
     /// protect() and friends on a Citus worker, for a distributed or reference table or a shard.
     CitusNotCoordinator {
@@ -228,12 +252,16 @@ impl Error<'_> {
     pub fn code(&self) -> PgSqlErrorCode {
         use Error::*;
         match self {
-            NoSuchRelation { .. } | AuditLogMissing => ERRCODE_UNDEFINED_TABLE,
+            NoSuchRelation { .. } | NoSuchTable { .. } | AuditLogMissing => ERRCODE_UNDEFINED_TABLE,
+            HierarchyType { .. } => ERRCODE_DATATYPE_MISMATCH,
+            NoColumn { .. } => ERRCODE_UNDEFINED_COLUMN,
             NotATable { .. } | SystemCatalog { .. } | OwnObject { .. } => ERRCODE_WRONG_OBJECT_TYPE,
             TemporaryTable { .. } | CitusShard { .. } | CitusTriggers { .. } => {
                 ERRCODE_FEATURE_NOT_SUPPORTED
             }
             CitusNotCoordinator { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            SessionTenant { .. } => ERRCODE_WARNING,
+            TenantFromClaims { .. } => ERRCODE_FEATURE_NOT_SUPPORTED,
             NotOwner { .. } | NotAdmin { .. } => ERRCODE_INSUFFICIENT_PRIVILEGE,
             NoTenantColumn { .. }
             | NoTimeColumn { .. }
@@ -279,6 +307,19 @@ impl Error<'_> {
         use Error::*;
         match self {
             NoSuchRelation { oid } => format!("relation with OID {oid} does not exist"),
+            NoSuchTable { table } => format!("relation \"{table}\" does not exist"),
+            NoColumn { table, column } => {
+                format!("column \"{column}\" of relation \"{table}\" does not exist")
+            }
+            HierarchyType {
+                table,
+                column,
+                shown,
+                wanted,
+            } => format!(
+                "column \"{column}\" of table \"{table}\" is of type {shown}, but the tenants \
+                 table's ids are of type {wanted}"
+            ),
             NotATable { verb, table, what } => format!("cannot {verb} \"{table}\": it is {what}"),
             SystemCatalog { verb, table } => {
                 format!("cannot {verb} \"{table}\": it is a system catalog")
@@ -385,6 +426,14 @@ impl Error<'_> {
                 format!("{what} needs tenantguard in shared_preload_libraries")
             }
             NotAdmin { verb, object } => format!("permission denied to {verb} {object}"),
+            TenantFromClaims { setting } => format!(
+                "set_tenant() cannot set the tenant: tenantguard.tenant_setting \"{setting}\" \
+                 reads it from a JSON value"
+            ),
+            SessionTenant { setting } => format!(
+                "the tenant in \"{setting}\" was set for the session, and counts as unset: \
+                 tenantguard.tenant_scope is transaction"
+            ),
             CitusNotCoordinator { verb, table } => format!(
                 "cannot {verb} \"{table}\" on a Citus worker: it is a distributed or reference table"
             ),
@@ -402,6 +451,15 @@ impl Error<'_> {
     pub fn hint(&self) -> Option<String> {
         use Error::*;
         Some(match self {
+            NoColumn { .. } => "Name the tenants table's parent column: hierarchy => \
+                                'public.orgs(parent_id)'."
+                .into(),
+            NoSuchTable { .. } => "Create the tenants table first, or name it with its schema, \
+                                   e.g. hierarchy => 'public.orgs(parent_id)'."
+                .into(),
+            HierarchyType { .. } => "The tenants table's one-column primary key, its parent \
+                                     column and the tenant column must share one type."
+                .into(),
             NoSuchRelation { .. } => {
                 "Pass the table by name, for example tenantguard.protect('public.products').".into()
             }
@@ -476,6 +534,15 @@ impl Error<'_> {
             NotAdmin { verb, .. } => {
                 format!("Only superusers and members of tenantguard_admin may {verb} it.")
             }
+            TenantFromClaims { setting } => format!(
+                "Set the setting before the colon, with the claims as JSON (as PostgREST sets \
+                 request.jwt.claims), or point tenantguard.tenant_setting at a plain setting \
+                 instead of \"{setting}\"."
+            ),
+            SessionTenant { setting } => format!(
+                "Set it for the transaction: SET LOCAL {setting} = ..., \
+                 SELECT tenantguard.set_tenant(...), or set_config('{setting}', ..., true)."
+            ),
             CitusNotCoordinator { .. } => "Run it on the coordinator: Citus copies the policies \
                                            to every shard."
                 .into(),

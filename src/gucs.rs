@@ -37,6 +37,21 @@ pub static AUDIT_WINDOW: GucSetting<Option<CString>> = GucSetting::<Option<CStri
 pub static CLIENT_APPLICATION_NAME: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(None);
 
+/// `tenantguard.tenant_scope`: which tenant values count.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, PostgresGucEnum)]
+pub enum TenantScope {
+    /// A tenant set for the session or for the transaction.
+    #[name = c"any"]
+    Any,
+    /// Only a tenant set for the transaction (SET LOCAL, set_tenant(), set_config(..., true)):
+    /// behind a transaction-mode pooler a session-level one belongs to an earlier client.
+    #[name = c"transaction"]
+    Transaction,
+}
+
+pub static TENANT_SCOPE: GucSetting<TenantScope> = GucSetting::<TenantScope>::new(TenantScope::Any);
+pub static HIERARCHY_MAX_DEPTH: GucSetting<i32> = GucSetting::<i32>::new(10);
+
 /// `tenantguard.slow_query_track`: which statements the slow-query hooks time.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, PostgresGucEnum)]
 pub enum SlowQueryTrack {
@@ -113,6 +128,24 @@ pub fn init() {
         c"Name of the setting that holds the application user.",
         c"The audit trigger writes its value into audit_log.app_user.",
         &USER_SETTING,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_enum_guc(
+        c"tenantguard.tenant_scope",
+        c"Which tenant values count: any, or only those set for the transaction.",
+        c"transaction: a tenant set for the session (SET, set_config(..., false)) counts as unset, so that a transaction-mode pooler cannot hand one client's tenant to the next.",
+        &TENANT_SCOPE,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"tenantguard.hierarchy_max_depth",
+        c"How many levels below a tenant its descendants are looked for (protect(..., hierarchy => ...)).",
+        c"Also where a cycle in the tenants table stops.",
+        &HIERARCHY_MAX_DEPTH,
+        1,
+        1000,
         GucContext::Suset,
         GucFlags::default(),
     );
@@ -228,16 +261,15 @@ fn string_setting(setting: &GucSetting<Option<CString>>, default: &str) -> Strin
 }
 
 /// A setting name read from one of tenantguard's settings, checked to be a custom (dotted) name so
-/// that it can never point at a server setting such as `search_path`.
+/// that it can never point at a server setting such as `search_path`; the tenant setting may add
+/// a JSON path (src/tenant/spec.rs).
 fn custom_setting_name(guc: &str, setting: &GucSetting<Option<CString>>, default: &str) -> String {
     let name = string_setting(setting, default);
-    let valid = name.contains('.')
-        && !name.starts_with('.')
-        && !name.ends_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.' || c == '$');
-    if !valid {
+    let ok = match crate::tenant::spec::parse(&name) {
+        Ok(spec) => spec.path.is_empty() || guc == "tenantguard.tenant_setting",
+        Err(_) => false,
+    };
+    if !ok {
         crate::errors::Error::BadSettingName { guc, name: &name }.raise();
     }
     name
@@ -249,6 +281,24 @@ pub fn tenant_setting() -> String {
         &TENANT_SETTING,
         DEFAULT_TENANT_SETTING,
     )
+}
+
+pub fn hierarchy_max_depth() -> i32 {
+    HIERARCHY_MAX_DEPTH.get()
+}
+
+/// Is tenantguard.tenant_scope 'transaction'? Read on hot paths: a plain global.
+pub fn tenant_scope_transaction() -> bool {
+    TENANT_SCOPE.get() == TenantScope::Transaction
+}
+
+/// Does tenantguard.tenant_setting name a JSON path (`name:path`)? Never raises.
+pub fn tenant_setting_has_path() -> bool {
+    // SAFETY: the string setting's own storage: NULL or its NUL-terminated value.
+    unsafe {
+        let p = *TENANT_SETTING.as_ptr();
+        !p.is_null() && std::ffi::CStr::from_ptr(p).to_bytes().contains(&b':')
+    }
 }
 
 pub fn role_setting() -> String {

@@ -16,7 +16,16 @@ CREATE TABLE t2_0 PARTITION OF t2 FOR VALUES WITH (MODULUS 2, REMAINDER 0);
 CREATE TABLE t2_1 PARTITION OF t2 FOR VALUES WITH (MODULUS 2, REMAINDER 1);
 CREATE TABLE lookup (id int, tenant_id int);
 SELECT tenantguard.exempt('lookup', 'reference data');
+-- The tenant-context options: a list with a hierarchy, and a JSON claim with the column default.
+CREATE TABLE orgs (id bigint PRIMARY KEY, parent_id bigint);
+CREATE TABLE t3 (id int, tenant_id bigint NOT NULL);
+SELECT tenantguard.protect('t3', tenant_list => true, hierarchy => 'orgs(parent_id)');
 RESET ROLE;
+SET tenantguard.tenant_setting = 'request.jwt.claims:app_metadata.tenant_id';
+CREATE TABLE t4 (id int, tenant_id uuid NOT NULL);
+ALTER TABLE t4 OWNER TO tg_dump_owner;
+SELECT tenantguard.protect('t4', tenant_default => true);
+RESET tenantguard.tenant_setting;
 INSERT INTO t1 (id, tenant_id) VALUES (1, 'acme'), (2, 'globex'), (3, 'acme');
 UPDATE t1 SET tenant_id = 'globex' WHERE id = 3;
 DELETE FROM t1 WHERE id = 3;
@@ -42,6 +51,10 @@ CREATE VIEW tg_state AS
   SELECT 'trigger', format('%s.%s', t.tgrelid::regclass, t.tgname),
          format('%s %s %s %s', t.tgtype, t.tgenabled, t.tgfoid::regprocedure, encode(t.tgargs, 'escape'))
     FROM pg_trigger t WHERE NOT t.tgisinternal
+  UNION ALL
+  SELECT 'default', format('%s.%s', d.adrelid::regclass, a.attname), pg_get_expr(d.adbin, d.adrelid)
+    FROM pg_attrdef d JOIN pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
+   WHERE d.adrelid IN (SELECT oid FROM pg_class WHERE relnamespace = 'public'::regnamespace)
   UNION ALL
   SELECT 'audit', a.id::text,
          format('%s %s %s %s %s %s %s %s %s', a.table_name, a.op, a.tenant_id, a.record_key, a.old_values,

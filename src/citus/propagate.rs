@@ -199,13 +199,26 @@ fn quote_name(name: &str) -> String {
         .join(".")
 }
 
+/// A context setting's value to pass on: '' when unset, and, under tenantguard.tenant_scope =
+/// transaction, when set for the session (a worker would otherwise take it as the transaction's).
 fn setting_value(name: &str) -> String {
-    let Ok(c) = CString::new(name) else {
-        return String::new();
-    };
-    // SAFETY: missing_ok lookup; the value is copied at once.
+    let mut finder = crate::pg::settings::Finder::new();
+    // SAFETY: a lookup that never raises; the value is copied at once; a superuser-only setting
+    // goes through GetConfigOption's privilege check.
     unsafe {
-        let raw = pg_sys::GetConfigOption(c.as_ptr(), true, false);
+        let var = finder.find(name.as_bytes());
+        if var.is_null() {
+            return String::new();
+        }
+        if crate::gucs::tenant_scope_transaction() && !crate::pg::settings::transaction_scoped(var)
+        {
+            return String::new();
+        }
+        let raw = if crate::pg::settings::superuser_only(var) {
+            pg_sys::GetConfigOption((*var).name, true, true)
+        } else {
+            crate::pg::settings::value_of(var)
+        };
         if raw.is_null() {
             String::new()
         } else {
@@ -223,6 +236,12 @@ pub(crate) fn context_settings() -> Option<Vec<(String, String)>> {
         gucs::user_setting(),
     ];
     names.extend(registry_names()?);
+    // A JSON path reads the setting before the colon: that is what travels.
+    for n in names.iter_mut() {
+        if let Some(i) = n.find(':') {
+            n.truncate(i);
+        }
+    }
     names.sort();
     names.dedup();
     let mut out: Vec<(String, String)> = names

@@ -114,13 +114,115 @@ fn guc_name_compare(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
     a.iter().map(fold).cmp(b.iter().map(fold))
 }
 
-#[cfg(any(feature = "pg14", feature = "pg15"))]
+/// Finds one setting by name, and finds it again cheaply while the name stays the same: on
+/// PostgreSQL 14 and 15 by remembering where it sits in the sorted array, from 16 by one hash
+/// lookup. Never raises.
+pub(crate) struct Finder {
+    #[cfg(any(feature = "pg14", feature = "pg15"))]
+    slot: Slot,
+    #[cfg(not(any(feature = "pg14", feature = "pg15")))]
+    name: CString,
+}
+
+impl Finder {
+    pub(crate) fn new() -> Finder {
+        Finder {
+            #[cfg(any(feature = "pg14", feature = "pg15"))]
+            slot: Slot::new(),
+            #[cfg(not(any(feature = "pg14", feature = "pg15")))]
+            name: CString::default(),
+        }
+    }
+
+    /// The setting called `name`, or null when there is none (or the name holds a NUL byte).
+    ///
+    /// # Safety
+    /// Reads the server's settings; the pointer is valid until settings are added or removed.
+    #[cfg(any(feature = "pg14", feature = "pg15"))]
+    pub(crate) unsafe fn find(&mut self, name: &[u8]) -> *mut pg_sys::config_generic {
+        let slot = &mut self.slot;
+        // Compared by content (a few bytes): the slot starts over only when the name changes.
+        if slot.name.as_bytes() != name {
+            let Ok(c) = CString::new(name) else {
+                return ptr::null_mut();
+            };
+            slot.name = c;
+            slot.known = false;
+        }
+        let vars = raw::get_guc_variables();
+        let n = raw::GetNumConfigOptions().max(0) as usize;
+        if vars.is_null() {
+            return ptr::null_mut();
+        }
+        // A placeholder replaced by the real definition is a different pointer, which the slot
+        // notices (still_right compares pointers).
+        if !slot.still_right(vars, n) {
+            slot.find(vars, n);
+        }
+        slot.var
+    }
+
+    /// # Safety
+    /// Reads the server's settings; the pointer is valid until settings are added or removed.
+    #[cfg(not(any(feature = "pg14", feature = "pg15")))]
+    pub(crate) unsafe fn find(&mut self, name: &[u8]) -> *mut pg_sys::config_generic {
+        if self.name.as_bytes() != name {
+            let Ok(c) = CString::new(name) else {
+                return ptr::null_mut();
+            };
+            self.name = c;
+        }
+        // Cannot fail with create_placeholders = false and skip_errors = true.
+        raw::find_option(self.name.as_ptr(), false, true, pg_sys::DEBUG5 as i32)
+    }
+}
+
+/// A setting's current value as GetConfigOption would return it (NULL or the string), without
+/// the privilege check: callers check `superuser_only` first.
+///
+/// # Safety
+/// `var` is a live setting.
+pub(crate) unsafe fn value_of(var: *mut pg_sys::config_generic) -> *const c_char {
+    // A string setting's variable holds NULL or its current value, as GetConfigOption would
+    // return it; other types (a custom placeholder is always a string) go through GetConfigOption,
+    // which cannot fail for an existing setting with missing_ok = true and
+    // restrict_privileged = false.
+    if (*var).vartype == pg_sys::config_type::PGC_STRING {
+        *(*(var as *mut pg_sys::config_string)).variable
+    } else {
+        raw::GetConfigOption((*var).name, true, false)
+    }
+}
+
+/// May only superusers (and pg_read_all_settings) read it?
+///
+/// # Safety
+/// `var` is a live setting.
+pub(crate) unsafe fn superuser_only(var: *mut pg_sys::config_generic) -> bool {
+    (*var).flags & pg_sys::GUC_SUPERUSER_ONLY as i32 != 0
+}
+
+/// Does the setting's current value end with the transaction (or the function call) that set it:
+/// SET LOCAL, `set_config(..., true)`, a function's SET clause? A value set for the session
+/// (SET, `set_config(..., false)`, ALTER ROLE, the configuration) stays on the server connection
+/// after the transaction, where a transaction-mode pooler hands it to the next client.
+///
+/// # Safety
+/// `var` is a live setting.
+pub(crate) unsafe fn transaction_scoped(var: *mut pg_sys::config_generic) -> bool {
+    let top = (*var).stack;
+    // The newest entry says what the current value is: GUC_SET is a session-level SET made in
+    // this transaction (it survives the commit); GUC_LOCAL, GUC_SET_LOCAL and GUC_SAVE end with
+    // the transaction or the function.
+    !top.is_null() && (*top).state != pg_sys::GucStackState::GUC_SET
+}
+
 thread_local! {
-    static SLOTS: RefCell<[Slot; 2]> = RefCell::new([Slot::new(), Slot::new()]);
+    static FINDERS: RefCell<[Finder; 2]> = RefCell::new([Finder::new(), Finder::new()]);
 }
 
 /// The name of the setting that tenantguard.tenant_setting (0) or tenantguard.user_setting (1)
-/// names, as the bytes of that setting's current value.
+/// names, as the bytes of that setting's current value (before a `:` JSON path).
 ///
 /// # Safety
 /// Reads the string setting's own storage, which holds NULL or its current value.
@@ -131,69 +233,26 @@ unsafe fn name_of(which: usize) -> &'static [u8] {
         (&gucs::USER_SETTING, gucs::DEFAULT_USER_SETTING)
     };
     let name = *guc.as_ptr();
-    if name.is_null() || *name == 0 {
+    let spec = if name.is_null() || *name == 0 {
         default.as_bytes()
     } else {
         CStr::from_ptr(name).to_bytes()
+    };
+    match spec.iter().position(|b| *b == b':') {
+        Some(i) => &spec[..i],
+        None => spec,
     }
 }
 
 /// The definition of the setting that tenantguard.tenant_setting (0) or tenantguard.user_setting
-/// (1) names, or null when no setting of that name exists. PostgreSQL 14 and 15 keep settings in
-/// a sorted array: the slot remembers where. Never raises.
-#[cfg(any(feature = "pg14", feature = "pg15"))]
+/// (1) names, or null when no setting of that name exists. Never raises.
 fn lookup(which: usize) -> *mut pg_sys::config_generic {
-    // SAFETY: the server's array of settings and each setting in it stay valid while the backend
-    // runs; a placeholder replaced by the real definition is a different pointer, which the slot
-    // notices (still_right compares pointers).
+    // SAFETY: name_of gives the current name; Finder::find never raises.
     unsafe {
         let name = name_of(which);
-        SLOTS.with(|slots| {
-            let Ok(mut slots) = slots.try_borrow_mut() else {
-                return ptr::null_mut();
-            };
-            let slot = &mut slots[which];
-            // Compared by content (a few bytes): the slot starts over only when the name changes.
-            if slot.name.as_bytes() != name {
-                slot.name = CString::new(name).unwrap_or_default();
-                slot.known = false;
-            }
-            let vars = raw::get_guc_variables();
-            let n = raw::GetNumConfigOptions().max(0) as usize;
-            if vars.is_null() {
-                return ptr::null_mut();
-            }
-            if !slot.still_right(vars, n) {
-                slot.find(vars, n);
-            }
-            slot.var
-        })
-    }
-}
-
-/// The same on PostgreSQL 16 and later, which keep settings in a hash table (and free a
-/// placeholder when the real definition replaces it, so no pointer is kept between calls):
-/// `find_option` looks the name up, case-insensitively, without raising and without creating a
-/// placeholder.
-#[cfg(not(any(feature = "pg14", feature = "pg15")))]
-fn lookup(which: usize) -> *mut pg_sys::config_generic {
-    // SAFETY: name_of gives the current name; a name with a NUL byte cannot be a setting.
-    unsafe {
-        let name = name_of(which);
-        thread_local! {
-            static NAME: RefCell<CString> = RefCell::new(CString::default());
-        }
-        NAME.with(|n| {
-            let Ok(mut n) = n.try_borrow_mut() else {
-                return ptr::null_mut();
-            };
-            if n.as_bytes() != name {
-                let Ok(c) = CString::new(name) else {
-                    return ptr::null_mut();
-                };
-                *n = c;
-            }
-            raw::find_option(n.as_ptr(), false, true, pg_sys::DEBUG5 as i32)
+        FINDERS.with(|f| match f.try_borrow_mut() {
+            Ok(mut f) => f[which].find(name),
+            Err(_) => ptr::null_mut(),
         })
     }
 }
@@ -206,16 +265,28 @@ pub(crate) fn named_setting(which: usize) -> *const c_char {
     if var.is_null() {
         return ptr::null();
     }
-    // SAFETY: a live setting; a string setting's variable holds NULL or its current value, as
-    // GetConfigOption would return it. Other types (a custom placeholder is always a string) are
-    // read through GetConfigOption, which cannot fail for an existing setting with
-    // missing_ok = true and restrict_privileged = false.
+    // SAFETY: a live setting.
+    unsafe { value_of(var) }
+}
+
+/// The session's tenant as the slow-query log records it: the tenant setting's value, or what
+/// its JSON path finds, and NULL for a session-level value under tenantguard.tenant_scope =
+/// transaction. Never raises, never panics.
+pub(crate) fn tenant_for_log() -> *const c_char {
+    let var = lookup(0);
+    if var.is_null() {
+        return ptr::null();
+    }
+    // SAFETY: a live setting; the spec path only reads it.
     unsafe {
-        if (*var).vartype == pg_sys::config_type::PGC_STRING {
-            *(*(var as *mut pg_sys::config_string)).variable
-        } else {
-            raw::GetConfigOption((*var).name, true, false)
+        if gucs::tenant_scope_transaction() && !transaction_scoped(var) {
+            return ptr::null();
         }
+        let value = value_of(var);
+        if value.is_null() || !gucs::tenant_setting_has_path() {
+            return value;
+        }
+        crate::tenant::values::found_for_log(value)
     }
 }
 

@@ -469,20 +469,35 @@ mod tests {
             base_type: t.into(),
             not_null: true,
         };
-        let p = crate::protect::templates::tenant_predicate(&col("uuid"), "app.current_tenant_id");
+        let opts = |setting: &str| crate::protect::templates::ProtectOptions {
+            tenant_setting: setting.into(),
+            ..Default::default()
+        };
+        let one = |t: &str, setting: &str| {
+            crate::protect::templates::tenant_predicates(&col(t), &opts(setting)).1
+        };
         assert_eq!(
-            p,
+            one("uuid", "app.current_tenant_id"),
             "tenant_id OPERATOR(pg_catalog.=) tenantguard.tenant_uuid('app.current_tenant_id')"
         );
-        let p = crate::protect::templates::tenant_predicate(&col("int2"), "x.y");
         assert_eq!(
-            p,
+            one("int2", "x.y"),
             "tenant_id OPERATOR(pg_catalog.=) tenantguard.tenant_smallint('x.y')"
         );
-        let p = crate::protect::templates::tenant_predicate(&col("varchar"), "x.y");
         assert_eq!(
-            p,
+            one("varchar", "x.y"),
             "tenant_id OPERATOR(pg_catalog.=) tenantguard.tenant_text('x.y')"
+        );
+        // A list: the same for reads and writes, an InitPlan against the array.
+        let list = crate::protect::templates::ProtectOptions {
+            tenant_list: true,
+            ..opts("x.y")
+        };
+        let (read, write) = crate::protect::templates::tenant_predicates(&col("int8"), &list);
+        assert_eq!(read, write);
+        assert_eq!(
+            write,
+            "tenant_id OPERATOR(pg_catalog.=) ANY ((SELECT tenantguard.tenant_bigints('x.y'))::pg_catalog.int8[])"
         );
     }
 }

@@ -23,6 +23,9 @@ pub(crate) struct ProtectArgs {
     pub(crate) audit_exclude: Option<Vec<Option<String>>>,
     pub(crate) updated_at: Option<bool>,
     pub(crate) skip_noop_updates: Option<bool>,
+    pub(crate) tenant_list: Option<bool>,
+    pub(crate) hierarchy: Option<String>,
+    pub(crate) tenant_default: Option<bool>,
     pub(crate) dry_run: bool,
 }
 
@@ -217,7 +220,23 @@ pub(crate) fn resolve_options(args: ProtectArgs) -> ProtectOptions {
         }
     }
 
+    let tenant_list = args.tenant_list.unwrap_or(false);
+    let tenant_default = args.tenant_default.unwrap_or(false);
+    if tenant_list && tenant_default {
+        invalid(
+            "tenant_default needs one tenant, and tenant_list gives several".into(),
+            "Name the tenant in each INSERT, or protect without tenant_list.",
+        );
+    }
+    let hierarchy = args
+        .hierarchy
+        .filter(|h| !h.trim().is_empty())
+        .map(|h| templates::resolve_hierarchy(&h));
+
     ProtectOptions {
+        tenant_list,
+        hierarchy,
+        tenant_default,
         tenant_column,
         tenant_setting: gucs::tenant_setting(),
         admin_role: args.admin_role,

@@ -100,6 +100,26 @@ pub(crate) struct TablePlan {
     pub(crate) account: String,
 }
 
+/// Was the tenant column's live DEFAULT set by protect(..., tenant_default => true)?
+fn registered_default_is_live(
+    registered: Option<&ProtectOptions>,
+    column: &TenantColumn,
+    default_now: &Option<String>,
+) -> bool {
+    registered.is_some_and(|o| {
+        o.tenant_default
+            && default_now.as_deref() == Some(templates::tenant_default_expr(column, o).as_str())
+    })
+}
+
+fn drop_default_sql(rel: &RelInfo, column: &TenantColumn) -> String {
+    format!(
+        "ALTER TABLE {} ALTER COLUMN {} DROP DEFAULT",
+        rel.qualified(),
+        quote_identifier(&column.name)
+    )
+}
+
 pub(crate) fn plan_protect(
     rel: &RelInfo,
     column: &TenantColumn,
@@ -209,6 +229,31 @@ pub(crate) fn plan_protect(
         did.push(format!("dropped triggers {}", detached.join(", ")));
     }
     let trigger_names: Vec<String> = wanted_triggers.iter().map(|t| t.name.to_string()).collect();
+
+    // The tenant column's DEFAULT (tenant_default): set to the session's tenant, or taken back when
+    // the option is dropped and the default is still the one protect() set.
+    let default_now = crate::catalog::column_default(rel, &column.name);
+    let ours = templates::tenant_default_expr(column, options);
+    if options.tenant_default && default_now.as_deref() != Some(ours.as_str()) {
+        sql.push(format!(
+            "ALTER TABLE {} ALTER COLUMN {} SET DEFAULT {ours}",
+            rel.qualified(),
+            quote_identifier(&column.name)
+        ));
+        did.push(format!(
+            "set the default of {} to the session's tenant",
+            column.name
+        ));
+    } else if !options.tenant_default
+        && registered_default_is_live(
+            registration.as_ref().and_then(|r| r.options.as_ref()),
+            column,
+            &default_now,
+        )
+    {
+        sql.push(drop_default_sql(rel, column));
+        did.push(format!("dropped the default of {}", column.name));
+    }
 
     // Row level security does not cover TRUNCATE, and REFERENCES lets a role build foreign keys
     // that probe other tenants' keys: nobody but the owner keeps either.
@@ -362,6 +407,18 @@ pub(crate) fn plan_unprotect(rel: &RelInfo, registration: &Registration) -> Tabl
                 .collect::<Vec<_>>()
                 .join(", ")
         ));
+    }
+    if let Some(base_type) = crate::catalog::column_base_type(rel, &registration.tenant_column) {
+        let column = TenantColumn {
+            name: registration.tenant_column.clone(),
+            base_type,
+            not_null: false,
+        };
+        let default_now = crate::catalog::column_default(rel, &column.name);
+        if registered_default_is_live(registration.options.as_ref(), &column, &default_now) {
+            sql.push(drop_default_sql(rel, &column));
+            did.push(format!("dropped the default of {}", column.name));
+        }
     }
     if rel.rls_forced && !registration.rls_was_forced {
         sql.push(format!(

@@ -43,6 +43,21 @@ pub struct ProtectOptions {
     pub updated_at: Option<bool>,
     /// An UPDATE that changes nothing writes no audit row and keeps updated_at.
     pub skip_noop_updates: bool,
+    /// The tenant setting holds a list of tenants: reads see every one, writes may use any.
+    pub tenant_list: bool,
+    /// A tenant also reads its descendants' rows, by this tenants table.
+    pub hierarchy: Option<Hierarchy>,
+    /// The tenant column's DEFAULT is the session's tenant.
+    pub tenant_default: bool,
+}
+
+/// A tenants table: its key (the tenant ids) and the column naming each tenant's parent.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct Hierarchy {
+    /// Schema-qualified and quoted, as regclass prints it.
+    pub table: String,
+    pub key: String,
+    pub parent: String,
 }
 
 /// One entry of `extra_policies`: a custom predicate for a shape the templates do not cover.
@@ -100,24 +115,156 @@ fn setting_value(setting: &str) -> String {
     )
 }
 
+/// The suffix of the tenant functions for a tenant column's type.
+pub fn tenant_function(column: &TenantColumn) -> &'static str {
+    match column.base_type.as_str() {
+        "uuid" => "uuid",
+        "int8" => "bigint",
+        "int4" => "integer",
+        "int2" => "smallint",
+        _ => "text",
+    }
+}
+
 /// The tenant match: true only for rows of the tenant in the setting. An unset or empty setting
 /// gives NULL, which matches no row (and never reaches a cast, so no `invalid input syntax` error).
 /// The right-hand side is one STABLE call of a tenantguard function that keeps the parsed setting
-/// (see `context::parsed_setting`), so it is computed once per index scan and costs less than
+/// (src/tenant/values.rs), so it is computed once per index scan and costs less than
 /// `NULLIF(current_setting(...), '')::type`, which parses the text again in every query.
-pub fn tenant_predicate(column: &TenantColumn, setting: &str) -> String {
-    let function = match column.base_type.as_str() {
-        "uuid" => "tenant_uuid",
-        "int8" => "tenant_bigint",
-        "int4" => "tenant_integer",
-        "int2" => "tenant_smallint",
-        _ => "tenant_text",
+///
+/// Returns (what reads match, what writes match). With `tenant_list` both compare with the list
+/// (`= ANY`, an InitPlan computed once per statement, index-usable); with a hierarchy, reads also
+/// match the tenants' descendants.
+pub fn tenant_predicates(column: &TenantColumn, options: &ProtectOptions) -> (String, String) {
+    let t = tenant_function(column);
+    let col = quote_identifier(&column.name);
+    let spec = quote_literal(&options.tenant_setting);
+    // `= ANY ((SELECT ...)::type[])`: the cast makes the scalar subquery an array expression (a
+    // bare parenthesised SELECT after ANY would be the ANY-subquery form), evaluated once.
+    let array_type = match t {
+        "uuid" => "uuid",
+        "bigint" => "int8",
+        "integer" => "int4",
+        "smallint" => "int2",
+        _ => "text",
     };
+    let write = if options.tenant_list {
+        format!(
+            "{col} OPERATOR(pg_catalog.=) ANY ((SELECT tenantguard.tenant_{t}s({spec}))::pg_catalog.{array_type}[])"
+        )
+    } else {
+        format!("{col} OPERATOR(pg_catalog.=) tenantguard.tenant_{t}({spec})")
+    };
+    let read = match &options.hierarchy {
+        None => write.clone(),
+        Some(h) => format!(
+            "{col} OPERATOR(pg_catalog.=) ANY ((SELECT tenantguard.tenant_subtree_{t}({spec}, {}::regclass, {}, {}, {}))::pg_catalog.{array_type}[])",
+            quote_literal(&h.table),
+            quote_literal(&h.key),
+            quote_literal(&h.parent),
+            options.tenant_list
+        ),
+    };
+    (read, write)
+}
+
+/// The tenant column's DEFAULT with `tenant_default`: the session's tenant, of the column's type.
+pub fn tenant_default_expr(column: &TenantColumn, options: &ProtectOptions) -> String {
     format!(
-        "{} OPERATOR(pg_catalog.=) tenantguard.{function}({})",
-        quote_identifier(&column.name),
-        quote_literal(setting)
+        "tenantguard.tenant_{}({}::text)",
+        tenant_function(column),
+        quote_literal(&options.tenant_setting)
     )
+}
+
+/// Resolves `hierarchy => 'schema.tenants(parent_column)'`: the table, its one-column primary key
+/// (the tenant ids), and the parent column, which must be of the key's type.
+pub fn resolve_hierarchy(text: &str) -> Hierarchy {
+    let bad = |message: String| -> ! {
+        Error::InvalidArgument {
+            message,
+            hint: "For example hierarchy => 'public.orgs(parent_id)': the tenants table, whose \
+                   one-column primary key holds the tenant ids, and the column naming each \
+                   tenant's parent.",
+        }
+        .raise()
+    };
+    let t = text.trim();
+    let (table, parent) = match (t.rfind('('), t.ends_with(')')) {
+        (Some(i), true) => (t[..i].trim(), t[i + 1..t.len() - 1].trim()),
+        _ => bad(format!("hierarchy \"{text}\" is not table(parent_column)")),
+    };
+    let parent = parent.trim_matches('"').to_string();
+    if table.is_empty() || parent.is_empty() {
+        bad(format!("hierarchy \"{text}\" is not table(parent_column)"));
+    }
+    let oid = crate::errors::spi(Spi::get_one_with_args::<pg_sys::Oid>(
+        "SELECT pg_catalog.to_regclass($1)::pg_catalog.oid",
+        &[table.into()],
+    ));
+    let Some(oid) = oid else {
+        Error::NoSuchTable { table }.raise();
+    };
+    let rel = RelInfo::load(oid);
+    let key = crate::errors::spi(Spi::get_one_with_args::<String>(
+        "SELECT (SELECT a.attname::text FROM pg_catalog.pg_index i
+                   JOIN pg_catalog.pg_attribute a
+                     ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]
+                  WHERE i.indrelid = $1 AND i.indisprimary AND i.indnatts = 1)",
+        &[oid.into()],
+    ));
+    let Some(key) = key else {
+        bad(format!(
+            "hierarchy table \"{}\" has no one-column primary key to hold the tenant ids",
+            rel.display()
+        ));
+    };
+    let key_type = crate::catalog::column_base_type(&rel, &key).unwrap_or_default();
+    match crate::catalog::column_base_type(&rel, &parent) {
+        None => Error::NoColumn {
+            table: &rel.display(),
+            column: &parent,
+        }
+        .raise(),
+        Some(t) if t != key_type => Error::HierarchyType {
+            table: &rel.display(),
+            column: &parent,
+            shown: &t,
+            wanted: &key_type,
+        }
+        .raise(),
+        Some(_) => {}
+    }
+    Hierarchy {
+        table: rel.qualified(),
+        key,
+        parent,
+    }
+}
+
+/// The hierarchy's key must be of the tenant column's type (the policy compares them).
+pub fn check_hierarchy(column: &TenantColumn, rel: &RelInfo, h: &Hierarchy) {
+    let oid = crate::errors::spi(Spi::get_one_with_args::<pg_sys::Oid>(
+        "SELECT pg_catalog.to_regclass($1)::pg_catalog.oid",
+        &[h.table.as_str().into()],
+    ));
+    let Some(oid) = oid else {
+        Error::NoSuchTable { table: &h.table }.raise();
+    };
+    let tenants = RelInfo::load(oid);
+    let key_type = crate::catalog::column_base_type(&tenants, &h.key).unwrap_or_default();
+    let same = key_type == column.base_type
+        || (["text", "varchar"].contains(&key_type.as_str())
+            && ["text", "varchar"].contains(&column.base_type.as_str()));
+    if !same {
+        Error::HierarchyType {
+            table: &rel.display(),
+            column: &column.name,
+            shown: &column.base_type,
+            wanted: &key_type,
+        }
+        .raise();
+    }
 }
 
 fn policy(
@@ -156,7 +303,11 @@ pub fn desired_policies(
     column: &TenantColumn,
     options: &ProtectOptions,
 ) -> Vec<PolicySpec> {
-    let tenant = tenant_predicate(column, &options.tenant_setting);
+    if let Some(h) = &options.hierarchy {
+        check_hierarchy(column, rel, h);
+    }
+    // Reads match the tenant's descendants too (hierarchy); writes only the tenant (or the list).
+    let (read, write) = tenant_predicates(column, options);
     let mut out: Vec<PolicySpec> = TENANT_COMMANDS
         .iter()
         .map(|cmd| {
@@ -166,7 +317,7 @@ pub fn desired_policies(
                 cmd,
                 true,
                 Vec::new(),
-                &tenant,
+                if *cmd == "SELECT" { &read } else { &write },
             )
         })
         .collect();

@@ -9,22 +9,11 @@ use pgrx::prelude::*;
 use pgrx::spi::OwnedPreparedStatement;
 use pgrx::{PgBuiltInOids, PgOid};
 use std::cell::OnceCell;
-use std::ffi::{CStr, CString};
 
-/// The tenant setting's value, or `None` when it is unset or empty.
+/// The session's tenant: the tenant setting's value (or what its JSON path finds), `None` when
+/// there is none, or when tenantguard.tenant_scope = transaction and it was set for the session.
 pub fn tenant_value() -> Option<String> {
-    let name = CString::new(gucs::tenant_setting()).expect("validated setting name has no NUL");
-    // SAFETY: GetConfigOption returns NULL or a pointer into GUC memory that stays valid until the
-    // next change of the setting; we copy it out at once.
-    let raw = unsafe { pg_sys::GetConfigOption(name.as_ptr(), true, false) };
-    if raw.is_null() {
-        return None;
-    }
-    // SAFETY: non-null, NUL-terminated, valid until the setting changes; copied at once.
-    let value = unsafe { CStr::from_ptr(raw) }
-        .to_string_lossy()
-        .into_owned();
-    (!value.is_empty()).then_some(value)
+    crate::tenant::values::tenant_text(&gucs::tenant_setting())
 }
 
 #[pg_extern(stable, parallel_safe)]
@@ -41,6 +30,9 @@ fn set_tenant(tenant: Option<&str>, is_local: default!(bool, true)) -> Option<St
         static PLAN: OnceCell<OwnedPreparedStatement> = const { OnceCell::new() };
     }
     let name = gucs::tenant_setting();
+    if name.contains(':') {
+        crate::errors::Error::TenantFromClaims { setting: &name }.raise();
+    }
     kept_first::<String>(
         &PLAN,
         "SELECT pg_catalog.set_config($1, $2, $3)",

@@ -2,4 +2,6 @@
 //! values the generated policies compare the tenant column with (`values`).
 
 pub mod context;
+pub mod spec;
+pub mod subtree;
 pub mod values;
