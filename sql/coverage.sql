@@ -81,7 +81,7 @@ checked AS (
                       AND EXISTS (SELECT 1 FROM regexp_matches(
                                       COALESCE(pg_get_expr(p.polqual, p.polrelid), '') || ' ' ||
                                       COALESCE(pg_get_expr(p.polwithcheck, p.polrelid), ''),
-                                      '(?:current_setting|tenant_(?:uuid|bigint|integer|smallint|text))\(''([^'']+)''', 'g') AS m
+                                      '(?:current_setting|tenant_(?:subtree_)?(?:uuid|bigint|integer|smallint|text)s?)\(''([^'']+)''', 'g') AS m
                                    WHERE m[1] <> k.tenant_setting)) AS guc_check
       FROM candidates k
       -- One probe of pg_policy per table for the four isolation policies.

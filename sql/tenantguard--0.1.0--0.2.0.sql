@@ -404,7 +404,7 @@ findings AS (
                            AND d.refobjsubid = h.tattnum)
             OR (strpos(COALESCE(h.q, '') || ' ' || COALESCE(h.wc, ''), quote_literal(h.tenant_setting)) = 0
                 AND COALESCE(h.q, '') || ' ' || COALESCE(h.wc, '')
-                    !~ '(current_tenant|tenant_(uuid|bigint|integer|smallint|text))\(\)'))
+                    !~ '(current_tenant|tenant_(subtree_)?(uuid|bigint|integer|smallint|text)s?)\(\)'))
     UNION ALL
     SELECT DISTINCT 'error', 'guc_admin_check', format('%I on %s', h.polname, h.obj),
            format('permissive policy trusts setting %s, which any client can SET', m[1]),
@@ -412,7 +412,7 @@ findings AS (
                   'GRANT tenantguard_admin TO the support role', h.polname, h.obj, h.obj)
       FROM hand h
      CROSS JOIN LATERAL regexp_matches(COALESCE(h.q, '') || ' ' || COALESCE(h.wc, ''),
-                                       '(?:current_setting|tenant_(?:uuid|bigint|integer|smallint|text))\(''([^'']+)''', 'g') AS m
+                                       '(?:current_setting|tenant_(?:subtree_)?(?:uuid|bigint|integer|smallint|text)s?)\(''([^'']+)''', 'g') AS m
      WHERE h.polpermissive AND m[1] <> h.tenant_setting
     UNION ALL
     SELECT 'warn', 'policy_defeats_index', format('%I on %s', h.polname, h.obj),
@@ -838,7 +838,7 @@ checked AS (
                       AND EXISTS (SELECT 1 FROM regexp_matches(
                                       COALESCE(pg_get_expr(p.polqual, p.polrelid), '') || ' ' ||
                                       COALESCE(pg_get_expr(p.polwithcheck, p.polrelid), ''),
-                                      '(?:current_setting|tenant_(?:uuid|bigint|integer|smallint|text))\(''([^'']+)''', 'g') AS m
+                                      '(?:current_setting|tenant_(?:subtree_)?(?:uuid|bigint|integer|smallint|text)s?)\(''([^'']+)''', 'g') AS m
                                    WHERE m[1] <> k.tenant_setting)) AS guc_check
       FROM candidates k
       -- One probe of pg_policy per table for the four isolation policies.
