@@ -26,3 +26,7 @@ CREATE FUNCTION tenantguard.tenant_smallints(setting text) RETURNS smallint[]
 LANGUAGE c STABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'tenantguard_tenant_smallints';
 CREATE FUNCTION tenantguard.tenant_texts(setting text) RETURNS text[]
 LANGUAGE c STABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'tenantguard_tenant_texts';
+-- The statement trigger protect(..., hierarchy => ...) attaches to the tenants table: a change
+-- there makes every backend compute the tenants' subtrees again (src/tenant/subtree.rs).
+CREATE FUNCTION tenantguard._tenants_changed() RETURNS trigger
+LANGUAGE c AS 'MODULE_PATHNAME', 'tenantguard_registry_changed';

@@ -974,6 +974,10 @@ CREATE FUNCTION tenantguard."tenant_subtree_uuid"(
 STRICT STABLE PARALLEL RESTRICTED
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'tenant_subtree_uuid_wrapper';
+-- The statement trigger protect(..., hierarchy => ...) attaches to the tenants table: a change
+-- there makes every backend compute the tenants' subtrees again (src/tenant/subtree.rs).
+CREATE FUNCTION tenantguard._tenants_changed() RETURNS trigger
+LANGUAGE c AS 'MODULE_PATHNAME', 'tenantguard_registry_changed';
 DROP FUNCTION tenantguard.protect(regclass, name, name, interval, name, text[], text[], text, jsonb, boolean, boolean, text[], boolean, boolean);
 CREATE FUNCTION tenantguard.protect(
     tbl regclass,

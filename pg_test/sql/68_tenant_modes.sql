@@ -167,7 +167,7 @@ SELECT count(*) FROM listed;
 -- tenant does: the list is as trustworthy as the setting (signed tenants close this).
 SET app.current_tenant_id = '1,3,2';
 SELECT count(*) AS extended_list FROM listed;
--- The list is computed once per statement (an InitPlan) and the tenant index serves it.
+-- The tenant index serves the list (evaluated once for the scan).
 SET enable_seqscan = off;
 EXPLAIN (COSTS OFF) SELECT * FROM listed;
 RESET enable_seqscan;
@@ -234,6 +234,22 @@ SET tenantguard.hierarchy_max_depth = 1;
 SET ROLE tg_app;
 SET app.current_tenant_id = '1';
 SELECT array_agg(tenant_id ORDER BY tenant_id) AS depth_1 FROM docs;
+RESET ROLE;
+RESET tenantguard.hierarchy_max_depth;
+-- A backend keeps the subtrees it computed; a change of the tenants table (its trigger sends an
+-- invalidation) makes it compute them again.
+SET ROLE tg_app;
+SET app.current_tenant_id = '3';
+SELECT array_agg(tenant_id ORDER BY tenant_id) AS before_new_org FROM docs;
+RESET ROLE;
+INSERT INTO orgs VALUES (9, 3, 'new');
+INSERT INTO docs VALUES (90, 9);
+SET ROLE tg_app;
+SELECT array_agg(tenant_id ORDER BY tenant_id) AS after_new_org FROM docs;
+RESET ROLE;
+DELETE FROM orgs WHERE id = 9;
+SET ROLE tg_app;
+SELECT array_agg(tenant_id ORDER BY tenant_id) AS after_removed_org FROM docs;
 RESET ROLE;
 
 -- 5. The registry, coverage, dry_run and unprotect know the new options.

@@ -72,6 +72,8 @@ extern "C-unwind" {
     pub fn pg_detoast_datum_packed(datum: *mut varlena) -> *mut varlena;
     /// May raise (out of memory).
     pub fn palloc(size: usize) -> *mut c_void;
+    /// May raise (out of memory), like palloc.
+    pub fn MemoryContextAlloc(context: pgrx::pg_sys::MemoryContext, size: usize) -> *mut c_void;
     /// May raise (out of memory).
     pub fn cstring_to_text_with_len(s: *const c_char, len: c_int) -> *mut varlena;
 }

@@ -112,6 +112,29 @@ fn registered_default_is_live(
     })
 }
 
+/// The CREATE TRIGGER for a hierarchy's tenants table, when it lacks the trigger and the caller
+/// may add it (as its owner); None otherwise.
+fn tenants_trigger_sql(h: &templates::Hierarchy) -> Option<String> {
+    let oid = spi(Spi::get_one_with_args::<pg_sys::Oid>(
+        "SELECT pg_catalog.to_regclass($1)::pg_catalog.oid",
+        &[h.table.as_str().into()],
+    ))?;
+    let exists = spi(Spi::get_one_with_args::<bool>(
+        "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger WHERE tgrelid = $1 AND tgname = $2)",
+        &[oid.into(), crate::tenant::subtree::TENANTS_TRIGGER.into()],
+    ))
+    .unwrap_or(false);
+    let tenants = RelInfo::load(oid);
+    (!exists && tenants.is_owner).then(|| {
+        format!(
+            "CREATE TRIGGER {} AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {} \
+             FOR EACH STATEMENT EXECUTE FUNCTION tenantguard._tenants_changed()",
+            quote_identifier(crate::tenant::subtree::TENANTS_TRIGGER),
+            tenants.qualified()
+        )
+    })
+}
+
 fn drop_default_sql(rel: &RelInfo, column: &TenantColumn) -> String {
     format!(
         "ALTER TABLE {} ALTER COLUMN {} DROP DEFAULT",
@@ -229,6 +252,19 @@ pub(crate) fn plan_protect(
         did.push(format!("dropped triggers {}", detached.join(", ")));
     }
     let trigger_names: Vec<String> = wanted_triggers.iter().map(|t| t.name.to_string()).collect();
+
+    // A hierarchy's tenants table gets the trigger that tells every backend to compute subtrees
+    // again when it changes (src/tenant/subtree.rs); without it they are kept per transaction.
+    if let Some(h) = &options.hierarchy {
+        if let Some(sql_text) = tenants_trigger_sql(h) {
+            sql.push(sql_text);
+            did.push(format!(
+                "attached trigger {} to {}",
+                crate::tenant::subtree::TENANTS_TRIGGER,
+                h.table
+            ));
+        }
+    }
 
     // The tenant column's DEFAULT (tenant_default): set to the session's tenant, or taken back when
     // the option is dropped and the default is still the one protect() set.

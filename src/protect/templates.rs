@@ -139,8 +139,11 @@ pub fn tenant_predicates(column: &TenantColumn, options: &ProtectOptions) -> (St
     let t = tenant_function(column);
     let col = quote_identifier(&column.name);
     let spec = quote_literal(&options.tenant_setting);
-    // `= ANY ((SELECT ...)::type[])`: the cast makes the scalar subquery an array expression (a
-    // bare parenthesised SELECT after ANY would be the ANY-subquery form), evaluated once.
+    // A list: `= ANY (tenant_bigints(...))`, a STABLE call an index scan evaluates once; in a
+    // sequential scan each call returns the array its call site kept (src/tenant/values.rs). The
+    // hierarchy's subtree needs a query: `= ANY ((SELECT ...)::type[])`, an InitPlan run once per
+    // statement (the cast makes the scalar subquery an array expression; a bare parenthesised
+    // SELECT after ANY would be the ANY-subquery form).
     let array_type = match t {
         "uuid" => "uuid",
         "bigint" => "int8",
@@ -149,9 +152,7 @@ pub fn tenant_predicates(column: &TenantColumn, options: &ProtectOptions) -> (St
         _ => "text",
     };
     let write = if options.tenant_list {
-        format!(
-            "{col} OPERATOR(pg_catalog.=) ANY ((SELECT tenantguard.tenant_{t}s({spec}))::pg_catalog.{array_type}[])"
-        )
+        format!("{col} OPERATOR(pg_catalog.=) ANY (tenantguard.tenant_{t}s({spec}))")
     } else {
         format!("{col} OPERATOR(pg_catalog.=) tenantguard.tenant_{t}({spec})")
     };

@@ -56,6 +56,18 @@ struct Entry {
     finder: Finder,
     raw: Option<Vec<u8>>,
     value: Value,
+    /// Bumped each time `value` changes, for the per-call-site copies (`CallSite`).
+    generation: u64,
+}
+
+/// What one call site (one FmgrInfo: one policy expression in one query) keeps between calls: the
+/// entry, and the array datum it last returned, made in the call site's memory context. A list
+/// function evaluated for every row of a scan then returns the same datum, without a copy, while
+/// the setting's text stays the same.
+struct CallSite {
+    index: usize,
+    generation: u64,
+    datum: pg_sys::Datum,
 }
 
 /// Entries kept at most. Policies name one or two specs; only a caller passing ever new specs to
@@ -92,6 +104,7 @@ fn entry_index(spec_bytes: &[u8], kind: Kind, many: bool) -> Option<usize> {
             finder: Finder::new(),
             raw: None,
             value: Value::None,
+            generation: 0,
         });
         Some(c.len() - 1)
     })
@@ -226,6 +239,7 @@ unsafe extern "C-unwind" fn fill(index: usize, text: *const c_char) {
         let mut c = c.borrow_mut();
         c[index].raw = Some(text.to_vec());
         c[index].value = value;
+        c[index].generation += 1;
     });
 }
 
@@ -257,12 +271,37 @@ unsafe fn tenant_datum(fcinfo: pg_sys::FunctionCallInfo, kind: Kind, many: bool)
     }
     ENTRIES.with(|c| {
         let c = c.borrow();
-        match &c[index].value {
+        let e = &c[index];
+        match &e.value {
             Value::None => pgrx::fcinfo::pg_return_null(fcinfo),
             Value::One(b) => datum_of(kind, b),
             Value::Array(b) => {
-                let p = raw::palloc(b.len()) as *mut u8;
+                let flinfo = (*fcinfo).flinfo;
+                if flinfo.is_null() {
+                    let p = raw::palloc(b.len()) as *mut u8;
+                    ptr::copy_nonoverlapping(b.as_ptr(), p, b.len());
+                    return pg_sys::Datum::from(p);
+                }
+                let site = (*flinfo).fn_extra as *mut CallSite;
+                if !site.is_null() && (*site).index == index && (*site).generation == e.generation {
+                    return (*site).datum;
+                }
+                // A copy in the call site's memory context, kept for the next call.
+                let p = raw::MemoryContextAlloc((*flinfo).fn_mcxt, b.len()) as *mut u8;
                 ptr::copy_nonoverlapping(b.as_ptr(), p, b.len());
+                let site = if site.is_null() {
+                    let s = raw::MemoryContextAlloc((*flinfo).fn_mcxt, std::mem::size_of::<CallSite>())
+                        as *mut CallSite;
+                    (*flinfo).fn_extra = s as *mut std::ffi::c_void;
+                    s
+                } else {
+                    site
+                };
+                site.write(CallSite {
+                    index,
+                    generation: e.generation,
+                    datum: pg_sys::Datum::from(p),
+                });
                 pg_sys::Datum::from(p)
             }
         }
