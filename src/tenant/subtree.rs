@@ -25,7 +25,15 @@ use std::rc::Rc;
 pub const TENANTS_TRIGGER: &str = "tenantguard_tenants_changed";
 
 /// (tenants table, key, parent, list, roots, depth, reading role) -> the subtree, as a `Vec<T>`.
-type Key = (pg_sys::Oid, String, String, bool, Vec<String>, i32, pg_sys::Oid);
+type Key = (
+    pg_sys::Oid,
+    String,
+    String,
+    bool,
+    Vec<String>,
+    i32,
+    pg_sys::Oid,
+);
 
 struct Kept {
     subtree: Rc<dyn Any>,
@@ -91,7 +99,15 @@ where
     let xid = unsafe { crate::pg::raw::my_local_xid() };
     // SAFETY: the current user's oid: a subtree read with one role's privileges is not another's.
     let user = unsafe { crate::pg::raw::GetUserId() };
-    let key: Key = (tbl, key.to_string(), parent.to_string(), many, roots.clone(), depth, user);
+    let key: Key = (
+        tbl,
+        key.to_string(),
+        parent.to_string(),
+        many,
+        roots.clone(),
+        depth,
+        user,
+    );
     let found = KEPT.with(|k| {
         k.borrow()
             .iter()

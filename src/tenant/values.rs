@@ -290,8 +290,9 @@ unsafe fn tenant_datum(fcinfo: pg_sys::FunctionCallInfo, kind: Kind, many: bool)
                 let p = raw::MemoryContextAlloc((*flinfo).fn_mcxt, b.len()) as *mut u8;
                 ptr::copy_nonoverlapping(b.as_ptr(), p, b.len());
                 let site = if site.is_null() {
-                    let s = raw::MemoryContextAlloc((*flinfo).fn_mcxt, std::mem::size_of::<CallSite>())
-                        as *mut CallSite;
+                    let s =
+                        raw::MemoryContextAlloc((*flinfo).fn_mcxt, std::mem::size_of::<CallSite>())
+                            as *mut CallSite;
                     (*flinfo).fn_extra = s as *mut std::ffi::c_void;
                     s
                 } else {
