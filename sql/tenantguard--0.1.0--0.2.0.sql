@@ -974,6 +974,13 @@ CREATE FUNCTION tenantguard."tenant_subtree_uuid"(
 STRICT STABLE PARALLEL RESTRICTED
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'tenant_subtree_uuid_wrapper';
+-- Signed tenant tokens (src/tenant/token.rs).
+CREATE FUNCTION tenantguard."set_tenant_token"(
+	"token" TEXT /* & str */
+) RETURNS TEXT /* Option < String > */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'set_tenant_token_wrapper';
 -- The statement trigger protect(..., hierarchy => ...) attaches to the tenants table: a change
 -- there makes every backend compute the tenants' subtrees again (src/tenant/subtree.rs).
 CREATE FUNCTION tenantguard._tenants_changed() RETURNS trigger

@@ -217,6 +217,16 @@ pub enum Error<'a> {
         verb: &'a str,
         object: &'a str,
     },
+    /// A token set_tenant_token() refuses (28000). `reason` never holds key material.
+    BadTenantToken {
+        reason: &'a str,
+    },
+    /// set_tenant_token() with no keys configured.
+    NoTokenKeys,
+    /// tenantguard.token_keys does not parse.
+    BadTokenKeys {
+        reason: &'a str,
+    },
     /// set_tenant() when the tenant setting is a JSON path.
     TenantFromClaims {
         setting: &'a str,
@@ -262,6 +272,9 @@ impl Error<'_> {
             CitusNotCoordinator { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             SessionTenant { .. } => ERRCODE_WARNING,
             TenantFromClaims { .. } => ERRCODE_FEATURE_NOT_SUPPORTED,
+            BadTenantToken { .. } => ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
+            NoTokenKeys => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+            BadTokenKeys { .. } => ERRCODE_INVALID_PARAMETER_VALUE,
             NotOwner { .. } | NotAdmin { .. } => ERRCODE_INSUFFICIENT_PRIVILEGE,
             NoTenantColumn { .. }
             | NoTimeColumn { .. }
@@ -426,6 +439,9 @@ impl Error<'_> {
                 format!("{what} needs tenantguard in shared_preload_libraries")
             }
             NotAdmin { verb, object } => format!("permission denied to {verb} {object}"),
+            BadTenantToken { reason } => format!("tenant token refused: {reason}"),
+            NoTokenKeys => "no tenant token keys are configured".into(),
+            BadTokenKeys { reason } => format!("tenantguard.token_keys: {reason}"),
             TenantFromClaims { setting } => format!(
                 "set_tenant() cannot set the tenant: tenantguard.tenant_setting \"{setting}\" \
                  reads it from a JSON value"
@@ -534,6 +550,15 @@ impl Error<'_> {
             NotAdmin { verb, .. } => {
                 format!("Only superusers and members of tenantguard_admin may {verb} it.")
             }
+            BadTenantToken { .. } => "Mint a new token for this request, signed with a \
+                                       configured key; the tenant stays as it was."
+                .into(),
+            NoTokenKeys => "A superuser sets tenantguard.token_keys (a JWK set) in postgresql.conf \
+                            or with ALTER SYSTEM, then reloads."
+                .into(),
+            BadTokenKeys { .. } => "Give a JWK set: {\"keys\": [{\"kty\": ..., \"kid\": ..., \
+                                    \"alg\": \"HS256\" | \"RS256\" | \"EdDSA\", ...}]}."
+                .into(),
             TenantFromClaims { setting } => format!(
                 "Set the setting before the colon, with the claims as JSON (as PostgREST sets \
                  request.jwt.claims), or point tenantguard.tenant_setting at a plain setting \

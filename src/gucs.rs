@@ -51,6 +51,13 @@ pub enum TenantScope {
 
 pub static TENANT_SCOPE: GucSetting<TenantScope> = GucSetting::<TenantScope>::new(TenantScope::Any);
 pub static HIERARCHY_MAX_DEPTH: GucSetting<i32> = GucSetting::<i32>::new(10);
+pub static REQUIRE_SIGNED_TENANT: GucSetting<bool> = GucSetting::<bool>::new(false);
+pub static TOKEN_KEYS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static TOKEN_LEEWAY: GucSetting<i32> = GucSetting::<i32>::new(30);
+pub static TOKEN_TENANT_CLAIM: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"tenant_id"));
+pub static TOKEN_USER_CLAIM: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"sub"));
 
 /// `tenantguard.slow_query_track`: which statements the slow-query hooks time.
 #[derive(Clone, Copy, PartialEq, Eq, Debug, PostgresGucEnum)]
@@ -136,6 +143,48 @@ pub fn init() {
         c"Which tenant values count: any, or only those set for the transaction.",
         c"transaction: a tenant set for the session (SET, set_config(..., false)) counts as unset, so that a transaction-mode pooler cannot hand one client's tenant to the next.",
         &TENANT_SCOPE,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_bool_guc(
+        c"tenantguard.require_signed_tenant",
+        c"The policies take the tenant only from a verified token (set_tenant_token()).",
+        c"A tenant set with SET, set_config() or set_tenant() then counts as unset.",
+        &REQUIRE_SIGNED_TENANT,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"tenantguard.token_keys",
+        c"The keys tenant tokens are verified with, as a JWK set.",
+        c"Superusers only: not shown to other roles. Set in postgresql.conf or with ALTER SYSTEM.",
+        &TOKEN_KEYS,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL | GucFlags::NO_RESET_ALL,
+    );
+    GucRegistry::define_int_guc(
+        c"tenantguard.token_leeway",
+        c"Seconds of clock skew allowed when checking a tenant token's exp and nbf.",
+        c"",
+        &TOKEN_LEEWAY,
+        0,
+        3600,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_string_guc(
+        c"tenantguard.token_tenant_claim",
+        c"The path of the tenant claim in a tenant token (keys separated by dots).",
+        c"",
+        &TOKEN_TENANT_CLAIM,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_string_guc(
+        c"tenantguard.token_user_claim",
+        c"The path of the application user claim in a tenant token.",
+        c"",
+        &TOKEN_USER_CLAIM,
         GucContext::Suset,
         GucFlags::default(),
     );
@@ -281,6 +330,18 @@ pub fn tenant_setting() -> String {
         &TENANT_SETTING,
         DEFAULT_TENANT_SETTING,
     )
+}
+
+pub fn token_leeway() -> i32 {
+    TOKEN_LEEWAY.get()
+}
+
+pub fn token_tenant_claim() -> String {
+    string_setting(&TOKEN_TENANT_CLAIM, "tenant_id")
+}
+
+pub fn token_user_claim() -> String {
+    string_setting(&TOKEN_USER_CLAIM, "sub")
 }
 
 pub fn hierarchy_max_depth() -> i32 {

@@ -349,11 +349,16 @@ pub(crate) unsafe fn write_row(row: AuditRow) {
     datums[11] = row.changed;
     datums[12] = Some(name_ref(&db_user));
     datums[13] = Some(name_ref(&session_user));
-    let app_user = crate::pg::settings::named_setting(1);
-    datums[14] = if app_user.is_null() || *app_user == 0 {
-        None
+    // Under require_signed_tenant the application user is the verified token's, if it names one.
+    datums[14] = if crate::tenant::token::required() {
+        crate::tenant::token::verified_user().map(|u| text_datum(&u))
     } else {
-        Some(text_datum(CStr::from_ptr(app_user).to_bytes()))
+        let app_user = crate::pg::settings::named_setting(1);
+        if app_user.is_null() || *app_user == 0 {
+            None
+        } else {
+            Some(text_datum(CStr::from_ptr(app_user).to_bytes()))
+        }
     };
     // A Citus worker's shard query runs under Citus's own application_name; the client's comes
     // with the statement (src/citus/propagate.rs).

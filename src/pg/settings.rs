@@ -273,6 +273,25 @@ pub(crate) fn named_setting(which: usize) -> *const c_char {
 /// its JSON path finds, and NULL for a session-level value under tenantguard.tenant_scope =
 /// transaction. Never raises, never panics.
 pub(crate) fn tenant_for_log() -> *const c_char {
+    if crate::tenant::token::required() {
+        thread_local! {
+            static SIGNED: RefCell<CString> = RefCell::new(CString::default());
+        }
+        let tenant = crate::tenant::token::verified_tenant().unwrap_or_default();
+        return SIGNED.with(|s| match s.try_borrow_mut() {
+            Ok(mut s) => {
+                if s.as_bytes() != tenant.as_slice() {
+                    *s = CString::new(tenant).unwrap_or_default();
+                }
+                if s.as_bytes().is_empty() {
+                    ptr::null()
+                } else {
+                    s.as_ptr()
+                }
+            }
+            Err(_) => ptr::null(),
+        });
+    }
     let var = lookup(0);
     if var.is_null() {
         return ptr::null();

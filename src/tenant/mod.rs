@@ -4,4 +4,5 @@
 pub mod context;
 pub mod spec;
 pub mod subtree;
+pub mod token;
 pub mod values;

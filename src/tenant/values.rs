@@ -55,6 +55,8 @@ struct Entry {
     path: Vec<String>,
     finder: Finder,
     raw: Option<Vec<u8>>,
+    /// Whether `raw` was a verified token's tenant (no JSON path applies to it).
+    raw_signed: bool,
     value: Value,
     /// Bumped each time `value` changes, for the per-call-site copies (`CallSite`).
     generation: u64,
@@ -103,6 +105,7 @@ fn entry_index(spec_bytes: &[u8], kind: Kind, many: bool) -> Option<usize> {
             path: parsed.path,
             finder: Finder::new(),
             raw: None,
+            raw_signed: false,
             value: Value::None,
             generation: 0,
         });
@@ -110,13 +113,40 @@ fn entry_index(spec_bytes: &[u8], kind: Kind, many: bool) -> Option<usize> {
     })
 }
 
-/// The setting's current text for an entry, or None when it is unset, empty, or (under
-/// tenant_scope = transaction) set for the session. Reading a superuser-only setting needs the
-/// privilege current_setting() needs, and raises otherwise.
+thread_local! {
+    /// The verified token tenant, copied for `current_text` to lend out.
+    static SIGNED: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The tenant text for an entry and whether it came from a verified token: under
+/// tenantguard.require_signed_tenant only that (src/tenant/token.rs), else the setting's current
+/// text. None when unset, empty, or (under tenant_scope = transaction) set for the session.
+/// Reading a superuser-only setting needs the privilege current_setting() needs, and raises
+/// otherwise.
 ///
 /// # Safety
-/// Runs inside a transaction; may raise (the privilege check) only from GetConfigOption.
-unsafe fn current_text<'a>(index: usize) -> Option<&'a [u8]> {
+/// Runs inside a transaction; may raise (the privilege check) only from GetConfigOption. The
+/// slice is valid until the setting or the verified tenant changes.
+unsafe fn current_text<'a>(index: usize) -> Option<(&'a [u8], bool)> {
+    if crate::tenant::token::required() {
+        let tenant = crate::tenant::token::verified_tenant()?;
+        return SIGNED.with(|s| {
+            let mut s = s.borrow_mut();
+            if *s != tenant {
+                *s = tenant;
+            }
+            // The buffer is replaced only here, when the verified tenant changes.
+            Some((std::slice::from_raw_parts(s.as_ptr(), s.len()), true))
+        });
+    }
+    setting_text(index).map(|t| (t, false))
+}
+
+/// The setting's current text for an entry (see `current_text`).
+///
+/// # Safety
+/// As `current_text`.
+unsafe fn setting_text<'a>(index: usize) -> Option<&'a [u8]> {
     let (var, name) = ENTRIES.with(|c| {
         let mut c = c.borrow_mut();
         let e = &mut c[index];
@@ -217,11 +247,17 @@ unsafe fn array_bytes(kind: Kind, items: &[Vec<u8>]) -> Vec<u8> {
 /// Finds and converts the entry's tenants in `text` (a cache miss). Inside pgrx's error
 /// boundary: conversions may raise, and this frame owns memory.
 #[pg_guard]
-unsafe extern "C-unwind" fn fill(index: usize, text: *const c_char) {
-    let text = CStr::from_ptr(text).to_bytes();
+unsafe extern "C-unwind" fn fill(index: usize, text: *const u8, len: usize, signed: bool) {
+    let text = std::slice::from_raw_parts(text, len);
     let (kind, many, path) = ENTRIES.with(|c| {
         let c = c.borrow();
-        (c[index].kind, c[index].many, c[index].path.clone())
+        // A verified token's tenant is the claim itself: no setting's JSON path applies.
+        let path = if signed {
+            Vec::new()
+        } else {
+            c[index].path.clone()
+        };
+        (c[index].kind, c[index].many, path)
     });
     let found = spec::find(text, &path);
     let value = if many {
@@ -238,9 +274,18 @@ unsafe extern "C-unwind" fn fill(index: usize, text: *const c_char) {
     ENTRIES.with(|c| {
         let mut c = c.borrow_mut();
         c[index].raw = Some(text.to_vec());
+        c[index].raw_signed = signed;
         c[index].value = value;
         c[index].generation += 1;
     });
+}
+
+/// Does the entry hold what `text` gives?
+fn is_kept(index: usize, text: &[u8], signed: bool) -> bool {
+    ENTRIES.with(|c| {
+        let c = c.borrow();
+        c[index].raw.as_deref() == Some(text) && c[index].raw_signed == signed
+    })
 }
 
 /// The call's spec argument as bytes.
@@ -262,12 +307,11 @@ unsafe fn tenant_datum(fcinfo: pg_sys::FunctionCallInfo, kind: Kind, many: bool)
     let Some(index) = entry_index(spec_arg(fcinfo), kind, many) else {
         return pgrx::fcinfo::pg_return_null(fcinfo);
     };
-    let Some(text) = current_text(index) else {
+    let Some((text, signed)) = current_text(index) else {
         return pgrx::fcinfo::pg_return_null(fcinfo);
     };
-    let hit = ENTRIES.with(|c| c.borrow()[index].raw.as_deref() == Some(text));
-    if !hit {
-        fill(index, text.as_ptr() as *const c_char);
+    if !is_kept(index, text, signed) {
+        fill(index, text.as_ptr(), text.len(), signed);
     }
     ENTRIES.with(|c| {
         let c = c.borrow();
@@ -314,10 +358,9 @@ pub(crate) fn tenant_text(spec_text: &str) -> Option<String> {
     let index = entry_index(spec_text.as_bytes(), Kind::Text, false)?;
     // SAFETY: inside a transaction (a SQL function's call).
     unsafe {
-        let text = current_text(index)?;
-        let hit = ENTRIES.with(|c| c.borrow()[index].raw.as_deref() == Some(text));
-        if !hit {
-            fill(index, text.as_ptr() as *const c_char);
+        let (text, signed) = current_text(index)?;
+        if !is_kept(index, text, signed) {
+            fill(index, text.as_ptr(), text.len(), signed);
         }
     }
     ENTRIES.with(|c| match &c.borrow()[index].value {
@@ -333,10 +376,14 @@ pub(crate) fn tenant_texts(spec_text: &str, many: bool) -> Vec<String> {
         return Vec::new();
     };
     // SAFETY: inside a transaction (a SQL function's call).
-    let Some(text) = (unsafe { current_text(index) }) else {
+    let Some((text, signed)) = (unsafe { current_text(index) }) else {
         return Vec::new();
     };
-    let path = ENTRIES.with(|c| c.borrow()[index].path.clone());
+    let path = if signed {
+        Vec::new()
+    } else {
+        ENTRIES.with(|c| c.borrow()[index].path.clone())
+    };
     let found = spec::find(text, &path);
     let items = if many {
         spec::list(found)
