@@ -30,3 +30,15 @@ LANGUAGE c STABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'tenantguard_tenant
 -- there makes every backend compute the tenants' subtrees again (src/tenant/subtree.rs).
 CREATE FUNCTION tenantguard._tenants_changed() RETURNS trigger
 LANGUAGE c AS 'MODULE_PATHNAME', 'tenantguard_registry_changed';
+-- The tenant (or list) and its descendants in a hierarchy's tenants table, for tables protected
+-- with hierarchy (src/tenant/subtree.rs).
+CREATE FUNCTION tenantguard.tenant_subtree_uuid(spec text, tenants oid, key text, parent text, list boolean)
+RETURNS uuid[] LANGUAGE c STABLE STRICT PARALLEL RESTRICTED AS 'MODULE_PATHNAME', 'tenantguard_subtree_uuid';
+CREATE FUNCTION tenantguard.tenant_subtree_bigint(spec text, tenants oid, key text, parent text, list boolean)
+RETURNS bigint[] LANGUAGE c STABLE STRICT PARALLEL RESTRICTED AS 'MODULE_PATHNAME', 'tenantguard_subtree_bigint';
+CREATE FUNCTION tenantguard.tenant_subtree_integer(spec text, tenants oid, key text, parent text, list boolean)
+RETURNS integer[] LANGUAGE c STABLE STRICT PARALLEL RESTRICTED AS 'MODULE_PATHNAME', 'tenantguard_subtree_integer';
+CREATE FUNCTION tenantguard.tenant_subtree_smallint(spec text, tenants oid, key text, parent text, list boolean)
+RETURNS smallint[] LANGUAGE c STABLE STRICT PARALLEL RESTRICTED AS 'MODULE_PATHNAME', 'tenantguard_subtree_smallint';
+CREATE FUNCTION tenantguard.tenant_subtree_text(spec text, tenants oid, key text, parent text, list boolean)
+RETURNS text[] LANGUAGE c STABLE STRICT PARALLEL RESTRICTED AS 'MODULE_PATHNAME', 'tenantguard_subtree_text';

@@ -924,56 +924,6 @@ LANGUAGE c STABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'tenantguard_tenant
 CREATE FUNCTION tenantguard.tenant_texts(setting text) RETURNS text[]
 LANGUAGE c STABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'tenantguard_tenant_texts';
 
-CREATE FUNCTION tenantguard."tenant_subtree_bigint"(
-	"spec" TEXT, /* & str */
-	"tenants" oid, /* pg_sys :: Oid */
-	"key" TEXT, /* & str */
-	"parent" TEXT, /* & str */
-	"list" bool /* bool */
-) RETURNS bigint[] /* :: std :: option :: Option < Vec < i64 > > */
-STRICT STABLE PARALLEL RESTRICTED
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'tenant_subtree_bigint_wrapper';
-CREATE FUNCTION tenantguard."tenant_subtree_integer"(
-	"spec" TEXT, /* & str */
-	"tenants" oid, /* pg_sys :: Oid */
-	"key" TEXT, /* & str */
-	"parent" TEXT, /* & str */
-	"list" bool /* bool */
-) RETURNS INT[] /* :: std :: option :: Option < Vec < i32 > > */
-STRICT STABLE PARALLEL RESTRICTED
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'tenant_subtree_integer_wrapper';
-CREATE FUNCTION tenantguard."tenant_subtree_smallint"(
-	"spec" TEXT, /* & str */
-	"tenants" oid, /* pg_sys :: Oid */
-	"key" TEXT, /* & str */
-	"parent" TEXT, /* & str */
-	"list" bool /* bool */
-) RETURNS smallint[] /* :: std :: option :: Option < Vec < i16 > > */
-STRICT STABLE PARALLEL RESTRICTED
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'tenant_subtree_smallint_wrapper';
-CREATE FUNCTION tenantguard."tenant_subtree_text"(
-	"spec" TEXT, /* & str */
-	"tenants" oid, /* pg_sys :: Oid */
-	"key" TEXT, /* & str */
-	"parent" TEXT, /* & str */
-	"list" bool /* bool */
-) RETURNS TEXT[] /* :: std :: option :: Option < Vec < String > > */
-STRICT STABLE PARALLEL RESTRICTED
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'tenant_subtree_text_wrapper';
-CREATE FUNCTION tenantguard."tenant_subtree_uuid"(
-	"spec" TEXT, /* & str */
-	"tenants" oid, /* pg_sys :: Oid */
-	"key" TEXT, /* & str */
-	"parent" TEXT, /* & str */
-	"list" bool /* bool */
-) RETURNS uuid[] /* :: std :: option :: Option < Vec < pgrx :: Uuid > > */
-STRICT STABLE PARALLEL RESTRICTED
-LANGUAGE c /* Rust */
-AS 'MODULE_PATHNAME', 'tenant_subtree_uuid_wrapper';
 -- Signed tenant tokens (src/tenant/token.rs).
 CREATE FUNCTION tenantguard."set_tenant_token"(
 	"token" TEXT /* & str */
@@ -981,6 +931,18 @@ CREATE FUNCTION tenantguard."set_tenant_token"(
 STRICT VOLATILE PARALLEL UNSAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', 'set_tenant_token_wrapper';
+-- The tenant (or list) and its descendants in a hierarchy's tenants table, for tables protected
+-- with hierarchy (src/tenant/subtree.rs).
+CREATE FUNCTION tenantguard.tenant_subtree_uuid(spec text, tenants oid, key text, parent text, list boolean)
+RETURNS uuid[] LANGUAGE c STABLE STRICT PARALLEL RESTRICTED AS 'MODULE_PATHNAME', 'tenantguard_subtree_uuid';
+CREATE FUNCTION tenantguard.tenant_subtree_bigint(spec text, tenants oid, key text, parent text, list boolean)
+RETURNS bigint[] LANGUAGE c STABLE STRICT PARALLEL RESTRICTED AS 'MODULE_PATHNAME', 'tenantguard_subtree_bigint';
+CREATE FUNCTION tenantguard.tenant_subtree_integer(spec text, tenants oid, key text, parent text, list boolean)
+RETURNS integer[] LANGUAGE c STABLE STRICT PARALLEL RESTRICTED AS 'MODULE_PATHNAME', 'tenantguard_subtree_integer';
+CREATE FUNCTION tenantguard.tenant_subtree_smallint(spec text, tenants oid, key text, parent text, list boolean)
+RETURNS smallint[] LANGUAGE c STABLE STRICT PARALLEL RESTRICTED AS 'MODULE_PATHNAME', 'tenantguard_subtree_smallint';
+CREATE FUNCTION tenantguard.tenant_subtree_text(spec text, tenants oid, key text, parent text, list boolean)
+RETURNS text[] LANGUAGE c STABLE STRICT PARALLEL RESTRICTED AS 'MODULE_PATHNAME', 'tenantguard_subtree_text';
 -- The statement trigger protect(..., hierarchy => ...) attaches to the tenants table: a change
 -- there makes every backend compute the tenants' subtrees again (src/tenant/subtree.rs).
 CREATE FUNCTION tenantguard._tenants_changed() RETURNS trigger

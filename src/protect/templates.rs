@@ -133,24 +133,15 @@ pub fn tenant_function(column: &TenantColumn) -> &'static str {
 /// `NULLIF(current_setting(...), '')::type`, which parses the text again in every query.
 ///
 /// Returns (what reads match, what writes match). With `tenant_list` both compare with the list
-/// (`= ANY`, an InitPlan computed once per statement, index-usable); with a hierarchy, reads also
+/// (`= ANY` of a STABLE function, index-usable); with a hierarchy, reads also
 /// match the tenants' descendants.
 pub fn tenant_predicates(column: &TenantColumn, options: &ProtectOptions) -> (String, String) {
     let t = tenant_function(column);
     let col = quote_identifier(&column.name);
     let spec = quote_literal(&options.tenant_setting);
-    // A list: `= ANY (tenant_bigints(...))`, a STABLE call an index scan evaluates once; in a
-    // sequential scan each call returns the array its call site kept (src/tenant/values.rs). The
-    // hierarchy's subtree needs a query: `= ANY ((SELECT ...)::type[])`, an InitPlan run once per
-    // statement (the cast makes the scalar subquery an array expression; a bare parenthesised
-    // SELECT after ANY would be the ANY-subquery form).
-    let array_type = match t {
-        "uuid" => "uuid",
-        "bigint" => "int8",
-        "integer" => "int4",
-        "smallint" => "int2",
-        _ => "text",
-    };
+    // A list, or a hierarchy's subtree: `= ANY (tenantguard.tenant_bigints(...))`, a STABLE call
+    // an index scan evaluates once; in a sequential scan each call returns the array its call site
+    // kept (src/tenant/values.rs, src/tenant/subtree.rs).
     let write = if options.tenant_list {
         format!("{col} OPERATOR(pg_catalog.=) ANY (tenantguard.tenant_{t}s({spec}))")
     } else {
@@ -159,7 +150,7 @@ pub fn tenant_predicates(column: &TenantColumn, options: &ProtectOptions) -> (St
     let read = match &options.hierarchy {
         None => write.clone(),
         Some(h) => format!(
-            "{col} OPERATOR(pg_catalog.=) ANY ((SELECT tenantguard.tenant_subtree_{t}({spec}, {}::regclass, {}, {}, {}))::pg_catalog.{array_type}[])",
+            "{col} OPERATOR(pg_catalog.=) ANY (tenantguard.tenant_subtree_{t}({spec}, {}::regclass, {}, {}, {}))",
             quote_literal(&h.table),
             quote_literal(&h.key),
             quote_literal(&h.parent),

@@ -1,7 +1,9 @@
 //! Tenant hierarchies: `tenant_subtree_<type>(spec, tenants, key, parent, list)` gives the
 //! session's tenant (or list of tenants) and every descendant in the tenants table, at most
-//! `tenantguard.hierarchy_max_depth` levels down; a cycle ends there too. The policies call it
-//! in an InitPlan, once per statement.
+//! `tenantguard.hierarchy_max_depth` levels down; a cycle ends there too. C functions, STABLE:
+//! an index scan evaluates one once; every other call of the same call site (a sequential scan's
+//! rows) returns the array it kept, while the session's tenants and the kept subtrees stay the
+//! same.
 //!
 //! The tenants table is read as the extension's owner when a protected table names it (the
 //! hierarchy is configuration, and the tenants table is often protected itself); called with any
@@ -57,6 +59,7 @@ unsafe extern "C-unwind" fn invalidated(_arg: pg_sys::Datum, relid: pg_sys::Oid)
             k.retain(|(key, _)| relid != pg_sys::InvalidOid && key.0 != relid);
         }
     });
+    EPOCH.with(|e| e.set(e.get() + 1));
 }
 
 fn has_trigger(tbl: pg_sys::Oid) -> bool {
@@ -166,24 +169,157 @@ where
     Some(subtree)
 }
 
+thread_local! {
+    /// Bumped whenever kept subtrees are dropped (an invalidation), so call sites look again.
+    static EPOCH: Cell<u64> = const { Cell::new(0) };
+}
+
+/// What one call site keeps: the roots' text it computed for, the epoch, the array datum (in the
+/// call site's memory context). A policy evaluated for every row of a scan returns it as it is.
+/// Everything in it lives in the call site's memory context, which PostgreSQL frees with the query:
+/// no Rust-owned memory (that would leak, its Drop never running).
+struct CallSite {
+    roots: *mut u8,
+    roots_len: usize,
+    signed: bool,
+    epoch: u64,
+    datum: pg_sys::Datum,
+}
+
+/// The subtree as an array datum in `cxt`, computed (or found kept) inside pgrx's error boundary.
+#[pg_guard]
+unsafe extern "C-unwind" fn compute(
+    kind: u8,
+    spec: *const pg_sys::varlena,
+    tbl: pg_sys::Oid,
+    key: *const pg_sys::varlena,
+    parent: *const pg_sys::varlena,
+    many: bool,
+    cxt: pg_sys::MemoryContext,
+    isnull: *mut bool,
+) -> pg_sys::Datum {
+    let text = |v: *const pg_sys::varlena| {
+        String::from_utf8_lossy(pgrx::varlena::varlena_to_byte_slice(v)).into_owned()
+    };
+    let (spec, key, parent) = (text(spec), text(key), text(parent));
+    let old = pg_sys::MemoryContextSwitchTo(cxt);
+    let datum = match kind {
+        b'u' => subtree::<pgrx::Uuid>(&spec, tbl, &key, &parent, many).into_datum(),
+        b'8' => subtree::<i64>(&spec, tbl, &key, &parent, many).into_datum(),
+        b'4' => subtree::<i32>(&spec, tbl, &key, &parent, many).into_datum(),
+        b'2' => subtree::<i16>(&spec, tbl, &key, &parent, many).into_datum(),
+        _ => subtree::<String>(&spec, tbl, &key, &parent, many).into_datum(),
+    };
+    pg_sys::MemoryContextSwitchTo(old);
+    *isnull = datum.is_none();
+    datum.unwrap_or(pg_sys::Datum::from(0))
+}
+
+/// `tenant_subtree_<type>(spec, tenants, key, parent, list)`: STABLE; the array is kept per call
+/// site while the roots and the kept subtrees stay the same.
+///
+/// # Safety
+/// `fcinfo` is a call with five non-null arguments (text, oid, text, text, bool).
+unsafe fn subtree_datum(fcinfo: pg_sys::FunctionCallInfo, kind: u8) -> pg_sys::Datum {
+    let arg = |i| pgrx::fcinfo::pg_getarg_datum_raw(fcinfo, i);
+    let detoast = |d: pg_sys::Datum| {
+        crate::pg::raw::pg_detoast_datum_packed(d.cast_mut_ptr()) as *const pg_sys::varlena
+    };
+    let spec = detoast(arg(0));
+    let tbl = pg_sys::Oid::from(arg(1).value() as u32);
+    let many = arg(4).value() != 0;
+    let roots = crate::tenant::values::roots_text(pgrx::varlena::varlena_to_byte_slice(spec));
+    let flinfo = (*fcinfo).flinfo;
+    let epoch = EPOCH.with(|e| e.get());
+    let site = if flinfo.is_null() {
+        std::ptr::null_mut()
+    } else {
+        (*flinfo).fn_extra as *mut CallSite
+    };
+    if let (false, Some((r, signed))) = (site.is_null(), &roots) {
+        let kept = std::slice::from_raw_parts((*site).roots, (*site).roots_len);
+        if (*site).epoch == epoch && (*site).signed == *signed && kept == r.as_slice() {
+            return (*site).datum;
+        }
+    }
+    let Some((roots, signed)) = roots else {
+        return pgrx::fcinfo::pg_return_null(fcinfo);
+    };
+    let cxt = if flinfo.is_null() {
+        pg_sys::CurrentMemoryContext
+    } else {
+        (*flinfo).fn_mcxt
+    };
+    let mut isnull = false;
+    let datum = compute(
+        kind,
+        spec,
+        tbl,
+        detoast(arg(2)),
+        detoast(arg(3)),
+        many,
+        cxt,
+        &mut isnull,
+    );
+    if isnull {
+        return pgrx::fcinfo::pg_return_null(fcinfo);
+    }
+    if !flinfo.is_null() {
+        let kept = pg_sys::MemoryContextAlloc(cxt, roots.len().max(1)) as *mut u8;
+        std::ptr::copy_nonoverlapping(roots.as_ptr(), kept, roots.len());
+        let site = if site.is_null() {
+            let s =
+                pg_sys::MemoryContextAlloc(cxt, std::mem::size_of::<CallSite>()) as *mut CallSite;
+            (*flinfo).fn_extra = s as *mut std::ffi::c_void;
+            s
+        } else {
+            site
+        };
+        site.write(CallSite {
+            roots: kept,
+            roots_len: roots.len(),
+            signed,
+            epoch: EPOCH.with(|e| e.get()),
+            datum,
+        });
+    }
+    datum
+}
+
 macro_rules! subtree_fn {
-    ($name:ident, $t:ty) => {
+    ($finfo:ident, $name:ident, $kind:expr) => {
+        crate::pg_finfo_v1!($finfo);
         /// The session's tenants and their descendants in the tenants table (see the module).
-        #[pg_extern(stable, parallel_restricted)]
-        fn $name(
-            spec: &str,
-            tenants: pg_sys::Oid,
-            key: &str,
-            parent: &str,
-            list: bool,
-        ) -> Option<Vec<$t>> {
-            subtree::<$t>(spec, tenants, key, parent, list)
+        #[no_mangle]
+        pub extern "C-unwind" fn $name(fcinfo: pg_sys::FunctionCallInfo) -> pg_sys::Datum {
+            // SAFETY: declared in SQL as STRICT with (text, oid, text, text, boolean).
+            unsafe { subtree_datum(fcinfo, $kind) }
         }
     };
 }
 
-subtree_fn!(tenant_subtree_uuid, pgrx::Uuid);
-subtree_fn!(tenant_subtree_bigint, i64);
-subtree_fn!(tenant_subtree_integer, i32);
-subtree_fn!(tenant_subtree_smallint, i16);
-subtree_fn!(tenant_subtree_text, String);
+subtree_fn!(
+    pg_finfo_tenantguard_subtree_uuid,
+    tenantguard_subtree_uuid,
+    b'u'
+);
+subtree_fn!(
+    pg_finfo_tenantguard_subtree_bigint,
+    tenantguard_subtree_bigint,
+    b'8'
+);
+subtree_fn!(
+    pg_finfo_tenantguard_subtree_integer,
+    tenantguard_subtree_integer,
+    b'4'
+);
+subtree_fn!(
+    pg_finfo_tenantguard_subtree_smallint,
+    tenantguard_subtree_smallint,
+    b'2'
+);
+subtree_fn!(
+    pg_finfo_tenantguard_subtree_text,
+    tenantguard_subtree_text,
+    b't'
+);

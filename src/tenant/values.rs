@@ -369,6 +369,15 @@ pub(crate) fn tenant_text(spec_text: &str) -> Option<String> {
     })
 }
 
+/// The session's tenant text for `spec`, as it is (before any JSON path), and whether it came from
+/// a verified token: what a hierarchy call site compares to know that its roots are unchanged.
+/// None when there is no tenant.
+pub(crate) fn roots_text(spec_bytes: &[u8]) -> Option<(Vec<u8>, bool)> {
+    let index = entry_index(spec_bytes, Kind::Text, false)?;
+    // SAFETY: inside a transaction (a policy's or SQL function's call).
+    unsafe { current_text(index) }.map(|(t, signed)| (t.to_vec(), signed))
+}
+
 /// The session's tenants for `spec` as text: the one tenant, or (with `many`) the list; empty
 /// when there is none. For the hierarchy functions, once per statement.
 pub(crate) fn tenant_texts(spec_text: &str, many: bool) -> Vec<String> {
