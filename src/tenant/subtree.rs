@@ -188,6 +188,7 @@ struct CallSite {
 
 /// The subtree as an array datum in `cxt`, computed (or found kept) inside pgrx's error boundary.
 #[pg_guard]
+#[allow(clippy::too_many_arguments)]
 unsafe extern "C-unwind" fn compute(
     kind: u8,
     spec: *const pg_sys::varlena,
