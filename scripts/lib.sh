@@ -42,9 +42,24 @@ regress_tests() {
   done | sort
 }
 
+# library_for FEATURES PROFILE: call before every cargo build of the library. cargo names a cdylib
+# without a hash, so target/PROFILE/deps/libtenantguard.so is shared by every feature set (one per
+# major), and cargo takes a feature set it has built before for up to date without checking which
+# one the file now holds: it would install another major's library. The file is removed when it
+# was built for other features, and cargo then builds it again.
+library_for() {
+  local features=$1 dir=target/$2
+  if [ "$(cat "$dir/.libtenantguard-features" 2>/dev/null)" != "$features" ]; then
+    rm -f "$dir/deps/libtenantguard.so" "$dir/libtenantguard.so"
+  fi
+  mkdir -p "$dir"
+  echo "$features" >"$dir/.libtenantguard-features"
+}
+
 # Build and install the extension into the PostgreSQL chosen by use_pg.
 install_extension() {
   local profile=${1:-}
+  library_for "pg$PG_MAJOR" "$([ "$profile" = --release ] && echo release || echo debug)"
   cargo pgrx install --pg-config "$PG_CONFIG" $profile
 }
 

@@ -27,6 +27,7 @@ for m in $majors; do
   deb=$out/${name}_${version}_${arch}.deb
   echo "== $deb"
   log=/tmp/tenantguard-package-$m.log
+  library_for "pg$m" release
   cargo pgrx package --pg-config "$PG_CONFIG" >"$log" 2>&1 || { tail -30 "$log"; exit 1; }
   built=target/release/tenantguard-pg$m
   libdir=$("$PG_CONFIG" --pkglibdir)

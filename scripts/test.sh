@@ -32,6 +32,7 @@ for m in $majors; do
   use_pg "$m"
   echo "== PostgreSQL $m: #[pg_test] tests"
   rm -rf "/tmp/tenantguard-pgtest-$m"
+  library_for "pg$m pg_test" debug
   cargo pgrx test "pg$m" --runas postgres --pgdata "/tmp/tenantguard-pgtest-$m" 2>&1 |
     tee "/tmp/tenantguard-pgtest-$m.log"
   unit=$(grep -oE 'test result: ok\. [0-9]+ passed' "/tmp/tenantguard-pgtest-$m.log" | awk '{s += $4} END {print s + 0}')

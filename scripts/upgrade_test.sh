@@ -28,8 +28,9 @@ git worktree remove --force "$tree" 2>/dev/null || rm -rf "$tree"
 git worktree prune
 git worktree add --detach "$tree" "$prev_commit" >/dev/null
 trap 'cluster_stop "$dir"; git worktree remove --force "$tree" 2>/dev/null || true' EXIT
-# The same target directory: the dependencies are built once. The crate itself is rebuilt below.
-(cd "$tree" && CARGO_TARGET_DIR="$OLDPWD/target" \
+# A target directory of its own: in the shared one, cargo would take this build's library for
+# up to date afterwards and leave the previous release's copy in place for every later install.
+(cd "$tree" && CARGO_TARGET_DIR="$OLDPWD/target/previous-release" \
   cargo pgrx install --pg-config "$PG_CONFIG" >"$dir.prev-install.log" 2>&1) ||
   { tail -30 "$dir.prev-install.log"; exit 1; }
 
