@@ -75,7 +75,9 @@ dependents AS (   -- views and materialized views reading tenant tables
       JOIN pg_namespace vn ON vn.oid = v.relnamespace
 ),
 secdef AS (
-    SELECT p.oid, p.oid::regprocedure::text AS obj, p.proowner, p.proconfig, p.prosrc
+    -- A SQL-standard body (BEGIN ATOMIC, RETURN) has no prosrc: read it back as text.
+    SELECT p.oid, p.oid::regprocedure::text AS obj, p.proowner, p.proconfig,
+           CASE WHEN p.prosqlbody IS NOT NULL THEN pg_get_function_sqlbody(p.oid) ELSE p.prosrc END AS prosrc
       FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
      WHERE p.prosecdef
        AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'tenantguard')

@@ -217,6 +217,10 @@ pub enum Error<'a> {
         verb: &'a str,
         object: &'a str,
     },
+    /// export_sql() and the like for a table tenantguard does not protect.
+    NotProtected {
+        table: &'a str,
+    },
     /// A token set_tenant_token() refuses (28000). `reason` never holds key material.
     BadTenantToken {
         reason: &'a str,
@@ -273,6 +277,7 @@ impl Error<'_> {
             SessionTenant { .. } => ERRCODE_WARNING,
             TenantFromClaims { .. } => ERRCODE_FEATURE_NOT_SUPPORTED,
             BadTenantToken { .. } => ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION,
+            NotProtected { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             NoTokenKeys => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             BadTokenKeys { .. } => ERRCODE_INVALID_PARAMETER_VALUE,
             NotOwner { .. } | NotAdmin { .. } => ERRCODE_INSUFFICIENT_PRIVILEGE,
@@ -440,6 +445,7 @@ impl Error<'_> {
             }
             NotAdmin { verb, object } => format!("permission denied to {verb} {object}"),
             BadTenantToken { reason } => format!("tenant token refused: {reason}"),
+            NotProtected { table } => format!("table \"{table}\" is not protected by tenantguard"),
             NoTokenKeys => "no tenant token keys are configured".into(),
             BadTokenKeys { reason } => format!("tenantguard.token_keys: {reason}"),
             TenantFromClaims { setting } => format!(
@@ -550,6 +556,10 @@ impl Error<'_> {
             NotAdmin { verb, .. } => {
                 format!("Only superusers and members of tenantguard_admin may {verb} it.")
             }
+            NotProtected { table } => format!(
+                "Protect it first: SELECT tenantguard.protect('{}').",
+                table.replace('\'', "''")
+            ),
             BadTenantToken { .. } => "Mint a new token for this request, signed with a \
                                        configured key; the tenant stays as it was."
                 .into(),

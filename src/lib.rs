@@ -75,6 +75,11 @@ extension_sql_file!(
     ]
 );
 extension_sql_file!("../sql/lint.sql", name = "lint", requires = ["bootstrap"]);
+extension_sql_file!(
+    "../sql/prove.sql",
+    name = "prove",
+    requires = ["bootstrap", "coverage", _export_sql]
+);
 // The event triggers last: CREATE EXTENSION's own objects exist before they do.
 extension_sql_file!("../sql/guard.sql", name = "guard", finalize);
 

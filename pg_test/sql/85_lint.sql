@@ -74,6 +74,9 @@ CREATE MATERIALIZED VIEW lnt.mv1 AS SELECT * FROM lnt.t1;
 CREATE FUNCTION lnt.f1() RETURNS int SECURITY DEFINER LANGUAGE sql AS 'SELECT 1';
 CREATE FUNCTION lnt.f2() RETURNS bigint SECURITY DEFINER SET search_path = pg_catalog
   LANGUAGE sql AS 'SELECT count(*) FROM lnt.t1';
+-- A SQL-standard body (no prosrc) is read too.
+CREATE FUNCTION lnt.f3() RETURNS bigint SECURITY DEFINER SET search_path = pg_catalog
+  BEGIN ATOMIC SELECT count(*) FROM lnt.t1; END;
 :show;
 :fixes 'materialized_view_over_tenant_table' \gexec
 :fixes 'security_definer_search_path' \gexec
@@ -85,7 +88,11 @@ CREATE UNIQUE INDEX t1_id_key ON lnt.t1 (id);
 CREATE TABLE lnt.child (tenant_id int NOT NULL, t1_id int REFERENCES lnt.t1 (id));
 CREATE INDEX ON lnt.child (tenant_id);
 SELECT tenantguard.protect('lnt.child');
+-- A table without the tenant column whose foreign key points into a protected table: inserting a
+-- key there tells whether another tenant has it.
+CREATE TABLE lnt.outside (t1_id int REFERENCES lnt.t1 (id));
 :show;
+DROP TABLE lnt.outside;
 :fixes 'foreign_key_without_tenant' \gexec
 :fixes 'unique_without_tenant' \gexec
 :show;

@@ -5,6 +5,7 @@
 
 pub mod allowance;
 pub mod api;
+pub mod export;
 pub mod options;
 pub mod planner;
 pub mod registry;

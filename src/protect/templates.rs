@@ -160,6 +160,100 @@ pub fn tenant_predicates(column: &TenantColumn, options: &ProtectOptions) -> (St
     (read, write)
 }
 
+/// The SQL type name tenant values are cast to for a tenant column.
+fn sql_type(column: &TenantColumn) -> &'static str {
+    match column.base_type.as_str() {
+        "uuid" => "uuid",
+        "int8" => "bigint",
+        "int4" => "integer",
+        "int2" => "smallint",
+        _ => "text",
+    }
+}
+
+/// The tenant setting's text as plain SQL: the setting (NULL when unset or empty), or the text at
+/// its JSON path.
+fn portable_value(options: &ProtectOptions) -> String {
+    let spec =
+        crate::tenant::spec::parse(&options.tenant_setting).unwrap_or(crate::tenant::spec::Spec {
+            name: options.tenant_setting.clone(),
+            path: Vec::new(),
+        });
+    let raw = format!(
+        "NULLIF(pg_catalog.current_setting({}, true), '')",
+        quote_literal(&spec.name)
+    );
+    if spec.path.is_empty() {
+        raw
+    } else {
+        format!("({raw}::jsonb {} {})", "#>>", path_array(&spec.path))
+    }
+}
+
+fn path_array(path: &[String]) -> String {
+    format!(
+        "ARRAY[{}]::text[]",
+        path.iter()
+            .map(quote_literal)
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+/// The predicates of `tenant_predicates` in plain SQL, for a server without tenantguard: the
+/// setting is parsed in every query (slower; see docs/reference.md#export_sql). A list is
+/// comma-separated (or, with a JSON path, a JSON array there); a hierarchy is a recursive query
+/// over the tenants table, read with the querying role's rights, as deep as
+/// tenantguard.hierarchy_max_depth was at export.
+pub fn portable_predicates(column: &TenantColumn, options: &ProtectOptions) -> (String, String) {
+    let ty = sql_type(column);
+    let col = quote_identifier(&column.name);
+    let value = portable_value(options);
+    let has_path = options.tenant_setting.contains(':');
+    let list = if has_path {
+        let spec = crate::tenant::spec::parse(&options.tenant_setting).ok();
+        let path = spec.map(|s| path_array(&s.path)).unwrap_or_default();
+        let name = options.tenant_setting.split(':').next().unwrap_or_default();
+        format!(
+            "ARRAY(SELECT pg_catalog.jsonb_array_elements_text(NULLIF(pg_catalog.current_setting({}, true), '')::jsonb #> {path}))::{ty}[]",
+            quote_literal(name)
+        )
+    } else {
+        format!("pg_catalog.regexp_split_to_array(pg_catalog.btrim({value}), '\\s*,\\s*')::{ty}[]")
+    };
+    let write = if options.tenant_list {
+        format!("{col} OPERATOR(pg_catalog.=) ANY ({list})")
+    } else {
+        format!("{col} OPERATOR(pg_catalog.=) ({value})::{ty}")
+    };
+    let read = match &options.hierarchy {
+        None => write.clone(),
+        Some(h) => {
+            let roots = if options.tenant_list {
+                list
+            } else {
+                format!("ARRAY[({value})::{ty}]")
+            };
+            format!(
+                "{col} OPERATOR(pg_catalog.=) ANY (ARRAY(WITH RECURSIVE t(id, depth) AS (\
+                 SELECT r, 0 FROM pg_catalog.unnest({roots}) AS r \
+                 UNION SELECT c.{k}, t.depth + 1 FROM {table} c JOIN t ON c.{p} = t.id \
+                 WHERE t.depth < {depth}) SELECT t.id FROM t))",
+                k = quote_identifier(&h.key),
+                p = quote_identifier(&h.parent),
+                table = h.table,
+                depth = crate::gucs::hierarchy_max_depth()
+            )
+        }
+    };
+    (read, write)
+}
+
+/// The tenant column's DEFAULT in plain SQL.
+pub fn portable_default_expr(column: &TenantColumn, options: &ProtectOptions) -> String {
+    format!("({})::{}", portable_value(options), sql_type(column))
+}
+
 /// The tenant column's DEFAULT with `tenant_default`: the session's tenant, of the column's type.
 pub fn tenant_default_expr(column: &TenantColumn, options: &ProtectOptions) -> String {
     format!(
@@ -295,11 +389,26 @@ pub fn desired_policies(
     column: &TenantColumn,
     options: &ProtectOptions,
 ) -> Vec<PolicySpec> {
+    desired_policies_with(rel, column, options, false)
+}
+
+/// The same policies, with `portable`: expressions that call no tenantguard function (for
+/// export_sql(): a server without the extension).
+pub fn desired_policies_with(
+    rel: &RelInfo,
+    column: &TenantColumn,
+    options: &ProtectOptions,
+    portable: bool,
+) -> Vec<PolicySpec> {
     if let Some(h) = &options.hierarchy {
         check_hierarchy(column, rel, h);
     }
     // Reads match the tenant's descendants too (hierarchy); writes only the tenant (or the list).
-    let (read, write) = tenant_predicates(column, options);
+    let (read, write) = if portable {
+        portable_predicates(column, options)
+    } else {
+        tenant_predicates(column, options)
+    };
     let mut out: Vec<PolicySpec> = TENANT_COMMANDS
         .iter()
         .map(|cmd| {
