@@ -46,8 +46,10 @@ for m in $majors; do
   deb=target/packages/postgresql-$m-tenantguard_${version}_${arch}.deb
   [ -f "$deb" ] || { echo "package_test.sh: $deb is missing: run scripts/package.sh $m first" >&2; exit 2; }
   echo "== $deb"
-  dpkg-deb --info "$deb" | grep -q "Package: postgresql-$m-tenantguard" || { echo "wrong package name" >&2; exit 1; }
-  dpkg-deb --info "$deb" | grep -q "Depends: postgresql-$m," || { echo "wrong dependency" >&2; exit 1; }
+  # (Read whole first: with pipefail, grep -q quitting early fails dpkg-deb's write.)
+  info=$(dpkg-deb --info "$deb")
+  grep -q "Package: postgresql-$m-tenantguard" <<<"$info" || { echo "wrong package name" >&2; exit 1; }
+  grep -q "Depends: postgresql-$m," <<<"$info" || { echo "wrong dependency: $(grep Depends <<<"$info")" >&2; exit 1; }
   libdir=$("$PG_CONFIG" --pkglibdir)
   extdir=$("$PG_CONFIG" --sharedir)/extension
   if [ "$m" = 15 ]; then

@@ -86,7 +86,7 @@ for how in "SET app.current_tenant_id = 'acme'" "SELECT set_config('app.current_
            "SELECT tenantguard.set_tenant('acme', false)"; do
   out=$(run_case transaction "$how" "$how")
   echo "$out" | head -1
-  echo "$out" | grep -q 'WARNING:  the tenant in "app.current_tenant_id" was set for the session' ||
+  grep -q 'WARNING:  the tenant in "app.current_tenant_id" was set for the session' <<<"$out" ||
     fail "with tenant_scope = transaction, client B got no WARNING"
   [ "$(echo "$out" | tail -1)" = 0 ] || fail "with tenant_scope = transaction, client B saw client A's rows"
 done

