@@ -57,6 +57,85 @@ BEGIN
 END
 $$;
 
+-- The statement that makes a parent row for a foreign key of child (tenant column tcol), to run
+-- with the tenant as $1, returning the referencing columns' values as a JSON object; or, when
+-- no row can be made, why (text not starting with INSERT). The other values are made when it
+-- runs, so that each run makes a new key.
+CREATE FUNCTION tenantguard._test_parent_insert(child regclass, tcol name, parent regclass,
+                                                 conkey int2[], confkey int2[]) RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ptcol name;
+    cols text[] := ARRAY[]::text[];
+    vals text[] := ARRAY[]::text[];
+    ret text[] := ARRAY[]::text[];
+    c record;
+    v text;
+BEGIN
+    IF parent = child THEN
+        RETURN 'it references the table itself';
+    END IF;
+    -- The parent's tenant column: its registered one, or one of the same name.
+    SELECT COALESCE((SELECT reg.tenant_column FROM tenantguard.registry reg WHERE reg.relid = parent),
+                    (SELECT att.attname FROM pg_attribute att
+                      WHERE att.attrelid = parent AND att.attname = tcol AND NOT att.attisdropped))
+      INTO ptcol;
+    IF ptcol IS NOT NULL THEN
+        cols := cols || quote_ident(ptcol);
+        vals := vals || ('$1::' || (SELECT format_type(att.atttypid, att.atttypmod) FROM pg_attribute att
+                                     WHERE att.attrelid = parent AND att.attname = ptcol));
+    END IF;
+    FOR c IN
+        SELECT pa.attname AS pcol, pa.atttypid::regtype AS typ, ca.attname AS ccol,
+               pa.attnotnull AND NOT pa.atthasdef AND pa.attidentity = '' AND pa.attgenerated = '' AS required
+          FROM unnest(conkey, confkey) AS k(ck, pk)
+          JOIN pg_attribute ca ON ca.attrelid = child AND ca.attnum = k.ck
+          JOIN pg_attribute pa ON pa.attrelid = parent AND pa.attnum = k.pk
+    LOOP
+        ret := ret || format('%L, %I', c.ccol, c.pcol);
+        CONTINUE WHEN c.pcol = ptcol;
+        IF c.ccol = tcol THEN
+            cols := cols || quote_ident(c.pcol);
+            vals := vals || ('$1::' || c.typ::text);
+        ELSIF c.required THEN
+            v := tenantguard._test_value(c.typ);
+            IF v IS NULL THEN
+                RETURN format('no test value for column %I of %s', c.pcol, parent::text);
+            END IF;
+            cols := cols || quote_ident(c.pcol);
+            vals := vals || format('tenantguard._test_value(%L)::%s', c.typ, c.typ);
+        END IF;
+    END LOOP;
+    -- The parent's other required columns.
+    FOR c IN
+        SELECT att.attname, att.atttypid::regtype AS typ,
+               EXISTS (SELECT 1 FROM pg_constraint f WHERE f.conrelid = parent AND f.contype = 'f'
+                         AND att.attnum = ANY (f.conkey)) AS referencing
+          FROM pg_attribute att
+         WHERE att.attrelid = parent AND att.attnum > 0 AND NOT att.attisdropped
+           AND att.attnotnull AND NOT att.atthasdef AND att.attidentity = '' AND att.attgenerated = ''
+           AND NOT quote_ident(att.attname) = ANY (cols)
+         ORDER BY att.attnum
+    LOOP
+        IF c.referencing THEN
+            RETURN format('its parent %s needs a row of yet another table (column %I)', parent::text, c.attname);
+        END IF;
+        v := tenantguard._test_value(c.typ);
+        IF v IS NULL THEN
+            RETURN format('no test value for column %I of %s', c.attname, parent::text);
+        END IF;
+        cols := cols || quote_ident(c.attname);
+        vals := vals || format('tenantguard._test_value(%L)::%s', c.typ, c.typ);
+    END LOOP;
+    RETURN format('INSERT INTO %s %s RETURNING jsonb_build_object(%s)::text', parent::text,
+                  CASE WHEN cardinality(cols) = 0 THEN 'DEFAULT VALUES'
+                       ELSE format('(%s) VALUES (%s)', array_to_string(cols, ', '), array_to_string(vals, ', ')) END,
+                  array_to_string(ret, ', '));
+END
+$$;
+
 -- One protected table (or every one): rows for two tenants that do not exist are made, as the
 -- calling role (or as_role), and the checks below run, all in a subtransaction that is rolled
 -- back (audit rows included). One row per check.
@@ -80,7 +159,11 @@ DECLARE
     v text;
     n bigint;
     skip text;
-    fk text;
+    fk record;
+    fk_cols text[];
+    parents text[];
+    ja jsonb;
+    jb jsonb;
     results text[][];
 BEGIN
     IF as_role IS NOT NULL AND NOT pg_has_role(session_user, as_role, 'MEMBER') THEN
@@ -121,20 +204,43 @@ BEGIN
         vals_a := ARRAY[quote_literal(a)];
         vals_b := ARRAY[quote_literal(b)];
         skip := NULL;
+        -- A NOT NULL foreign key gets a parent row per tenant, made first (in the subtransaction)
+        -- with the same tenant: INSERT INTO parent ... RETURNING the referenced columns, named
+        -- as the referencing ones. One level deep: a parent that itself needs a parent is skipped.
+        fk_cols := ARRAY[]::text[];
+        parents := ARRAY[]::text[];
+        FOR fk IN
+            SELECT f.conname, f.confrelid, f.conkey, f.confkey
+              FROM pg_constraint f
+             WHERE f.conrelid = r.relid AND f.contype = 'f'
+               AND EXISTS (SELECT 1 FROM pg_attribute att
+                            WHERE att.attrelid = r.relid AND att.attnum = ANY (f.conkey)
+                              AND att.attname <> tcol AND att.attnotnull AND NOT att.atthasdef
+                              AND att.attidentity = '' AND att.attgenerated = '')
+             ORDER BY f.conname
+        LOOP
+            skip := tenantguard._test_parent_insert(r.relid, tcol, fk.confrelid, fk.conkey, fk.confkey);
+            IF skip NOT LIKE 'INSERT %' THEN
+                skip := format('foreign key %I: %s', fk.conname, skip);
+                EXIT;
+            END IF;
+            parents := parents || skip;
+            skip := NULL;
+            SELECT fk_cols || array_agg(quote_ident(att.attname) ORDER BY att.attnum) INTO fk_cols
+              FROM pg_attribute att
+             WHERE att.attrelid = r.relid AND att.attnum = ANY (fk.conkey) AND att.attname <> tcol
+               AND NOT quote_ident(att.attname) = ANY (fk_cols);
+        END LOOP;
         FOR c IN
             SELECT att.attname, att.atttypid::regtype AS typ,
-                   EXISTS (SELECT 1 FROM pg_constraint f WHERE f.conrelid = r.relid AND f.contype = 'f'
-                             AND att.attnum = ANY (f.conkey)) AS referencing
+                   quote_ident(att.attname) = ANY (fk_cols) AS referencing
               FROM pg_attribute att
              WHERE att.attrelid = r.relid AND att.attnum > 0 AND NOT att.attisdropped
                AND att.attname <> tcol AND att.attnotnull AND NOT att.atthasdef
                AND att.attidentity = '' AND att.attgenerated = ''
              ORDER BY att.attnum
         LOOP
-            IF c.referencing THEN
-                skip := format('column %I must reference a row of another table', c.attname);
-                EXIT;
-            END IF;
+            CONTINUE WHEN skip IS NOT NULL OR c.referencing;
             v := tenantguard._test_value(c.typ);
             IF v IS NULL THEN
                 skip := format('no test value for column %I of type %s', c.attname, c.typ);
@@ -164,7 +270,25 @@ BEGIN
               INTO v
               FROM pg_roles rl, pg_class k WHERE rl.rolname = current_user AND k.oid = r.relid;
             results := results || ARRAY[['rls_applies', (v IS NULL)::text, COALESCE(v, 'row level security applies to ' || current_user)]];
-            -- Tenant b's row, then tenant a's.
+            -- Tenant b's row, then tenant a's, each after its parent rows.
+            jb := '{}';
+            ja := '{}';
+            PERFORM tenantguard._test_set_tenant(spec, b);
+            FOR n IN 1 .. COALESCE(array_length(parents, 1), 0) LOOP
+                EXECUTE parents[n] INTO v USING b;
+                jb := jb || v::jsonb;
+            END LOOP;
+            PERFORM tenantguard._test_set_tenant(spec, a);
+            FOR n IN 1 .. COALESCE(array_length(parents, 1), 0) LOOP
+                EXECUTE parents[n] INTO v USING a;
+                ja := ja || v::jsonb;
+            END LOOP;
+            -- The referencing columns take the parents' keys.
+            cols := cols || fk_cols;
+            SELECT vals_b || COALESCE(array_agg(quote_literal(jb ->> x) ORDER BY o), '{}'),
+                   vals_a || COALESCE(array_agg(quote_literal(ja ->> x) ORDER BY o), '{}')
+              INTO vals_b, vals_a
+              FROM unnest(fk_cols) WITH ORDINALITY AS u(x, o);
             PERFORM tenantguard._test_set_tenant(spec, b);
             EXECUTE format('INSERT INTO %s (%s) VALUES (%s)', t, array_to_string(cols, ', '), array_to_string(vals_b, ', '));
             PERFORM tenantguard._test_set_tenant(spec, a);
@@ -195,7 +319,7 @@ BEGIN
                 GET DIAGNOSTICS n = ROW_COUNT;
                 results := results || ARRAY[['move_to_other', (n = 0)::text,
                     CASE WHEN n = 0 THEN 'no row moved' ELSE 'its row was moved to the other tenant' END]];
-            EXCEPTION WHEN insufficient_privilege THEN
+            EXCEPTION WHEN insufficient_privilege OR foreign_key_violation THEN
                 results := results || ARRAY[['move_to_other', 'true', 'refused: ' || SQLERRM]];
             END;
             EXECUTE format('UPDATE %s SET %I = %I WHERE %I = %L', t, tcol, tcol, tcol, a);

@@ -13,19 +13,22 @@ CREATE TABLE notes (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, tenant_i
                     body text NOT NULL DEFAULT '');
 CREATE TABLE lines (id int PRIMARY KEY, tenant_id uuid NOT NULL,
                     invoice_id int NOT NULL REFERENCES invoices (id));
+CREATE TABLE parts (id int PRIMARY KEY, tenant_id uuid NOT NULL,
+                    parent_id int NOT NULL REFERENCES parts (id));
 -- (Auto-protect may have protected them already; protect() is idempotent.)
-SELECT tenantguard.protect(t) IS NOT NULL AS protected FROM unnest(ARRAY['invoices', 'notes', 'lines']) t;
-GRANT SELECT, INSERT, UPDATE, DELETE ON invoices, notes, lines TO tg_app;
+SELECT tenantguard.protect(t) IS NOT NULL AS protected FROM unnest(ARRAY['invoices', 'notes', 'lines', 'parts']) t;
+GRANT SELECT, INSERT, UPDATE, DELETE ON invoices, notes, lines, parts TO tg_app;
 \c - postgres
 INSERT INTO prove.invoices VALUES (1, 'aaaaaaaa-0000-0000-0000-000000000001', 10, '2026-01-01', 'a');
 \c - tg_app
 SET search_path = prove;
 
--- 1. test_isolation() as the application role: every check passes on both tables; the table whose
--- NOT NULL column must reference another table's row is skipped, saying why.
+-- 1. test_isolation() as the application role: every check passes on the three tables (lines
+-- gets a parent invoice of each tenant first); the table whose NOT NULL column must reference a
+-- row of itself is skipped, saying why.
 SELECT table_name, check_name, ok FROM tenantguard.test_isolation() WHERE table_name LIKE 'prove.%'
  ORDER BY table_name, check_name;
-SELECT table_name, detail FROM tenantguard.test_isolation('prove.lines');
+SELECT table_name, detail FROM tenantguard.test_isolation('prove.parts');
 SELECT tenantguard.assert_isolation('prove.invoices');
 -- Nothing stayed behind (rows, audit rows).
 \c - postgres

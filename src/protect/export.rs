@@ -24,9 +24,24 @@ fn _export_sql(tbl: pg_sys::Oid) -> String {
         "ALTER TABLE {} ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;",
         rel.qualified()
     )];
-    for p in templates::desired_policies_with(&rel, &column, &options, true) {
+    let policies = templates::desired_policies_with(&rel, &column, &options, true);
+    // The roles the policies name (tenantguard_admin above all) may not exist on the other
+    // server: CREATE POLICY would fail there. Made NOLOGIN when missing; who is a member is the
+    // DBA's choice there.
+    let mut roles: Vec<&String> = policies.iter().flat_map(|p| p.roles.iter()).collect();
+    roles.sort();
+    roles.dedup();
+    for role in roles {
+        sql.push(format!(
+            "DO $tenantguard$ BEGIN IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = {lit}) \
+             THEN CREATE ROLE {ident} NOLOGIN; END IF; END $tenantguard$;",
+            lit = pgrx::spi::quote_literal(role),
+            ident = quote_identifier(role)
+        ));
+    }
+    for p in &policies {
         sql.push(format!("{};", drop_policy_sql(&rel, &p.name)));
-        sql.push(format!("{};", create_policy_sql(&rel, &p)));
+        sql.push(format!("{};", create_policy_sql(&rel, p)));
     }
     // TRUNCATE and REFERENCES from everyone but the owner, as protect() does, found when the
     // script runs (the roles there may differ). Later GRANTs are not taken back: no event trigger.
