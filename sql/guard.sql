@@ -13,6 +13,9 @@ AS $$
   DELETE FROM tenantguard.exemptions
    WHERE relid::oid = ANY (oids)
      AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = relid::oid);
+  DELETE FROM tenantguard.adoption_log
+   WHERE relid::oid = ANY (oids)
+     AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = relid::oid);
 $$;
 
 CREATE FUNCTION tenantguard._ddl_command_end() RETURNS event_trigger

@@ -80,6 +80,11 @@ extension_sql_file!(
     name = "prove",
     requires = ["bootstrap", "coverage", _export_sql]
 );
+extension_sql_file!(
+    "../sql/adopt.sql",
+    name = "adopt",
+    requires = ["bootstrap", "coverage", "protect"]
+);
 // The event triggers last: CREATE EXTENSION's own objects exist before they do.
 extension_sql_file!("../sql/guard.sql", name = "guard", finalize);
 
