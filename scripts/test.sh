@@ -2,8 +2,9 @@
 # Runs every tenantguard test: formatting and lints, then on each PostgreSQL major the #[pg_test]
 # unit tests and the pg_regress suite in pg_test/ (real sessions, real roles, the attack suite,
 # the docs' SQL examples) against a throwaway cluster. With 15, the PgBouncer test
-# (scripts/pgbouncer_test.sh) and the Citus suite (scripts/citus_test.sh: a coordinator and two
-# workers). With every major (the default), then the
+# (scripts/pgbouncer_test.sh), pgTAP under pg_prove (scripts/pgtap_test.sh), adoption on a live
+# database (scripts/adopt_test.sh: 2,000 tables under pgbench traffic) and the Citus suite
+# (scripts/citus_test.sh: a coordinator and two workers). With every major (the default), then the
 # lifecycle: the upgrade from the previous release (scripts/upgrade_test.sh), pg_upgrade and a
 # dump and restore across majors (scripts/pg_upgrade_test.sh), and the Debian packages of every
 # major built and installed (scripts/package.sh, scripts/package_test.sh).
@@ -80,6 +81,12 @@ case " $majors " in
       { tail -30 /tmp/tenantguard-pgbouncer-install.log; exit 1; }
     bash scripts/pgbouncer_test.sh
     passed=$((passed + 1)); summary+=("PgBouncer: tenant_scope through a transaction-mode pooler")
+    echo "== pgTAP: test_isolation() and assert_enforced() under pg_prove (PostgreSQL 15)"
+    bash scripts/pgtap_test.sh
+    passed=$((passed + 1)); summary+=("pgTAP: pg_prove as an application role and as a superuser")
+    echo "== adopting on a live database: 2,000 tables, traffic, a long lock (PostgreSQL 15)"
+    bash scripts/adopt_test.sh | tee /tmp/tenantguard-adopt.log
+    passed=$((passed + 1)); summary+=("adoption: adopt() on 2,000 tables under pgbench traffic")
     echo "== Citus: a coordinator and two workers (PostgreSQL 15)"
     bash scripts/citus_test.sh | tee /tmp/tenantguard-citus.log
     if grep -q "SKIPPED" /tmp/tenantguard-citus.log; then

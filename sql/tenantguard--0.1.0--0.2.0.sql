@@ -256,6 +256,9 @@ RETURNS TABLE (level text, code text, object text, detail text, fix text)
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 SET row_security = on
+-- A catalog query: JIT only adds seconds of compilation (cost estimates over 10,000 tables
+-- cross jit_above_cost), and the plan has nothing for it to speed up.
+SET jit = off
 AS $$
 WITH setting AS (
     SELECT COALESCE(NULLIF(current_setting('tenantguard.tenant_column', true), ''), 'tenant_id')::name AS col,
@@ -779,6 +782,9 @@ RETURNS TABLE (
 LANGUAGE sql STABLE
 SET search_path = pg_catalog, pg_temp
 SET row_security = on
+-- A catalog query: JIT only adds seconds of compilation (cost estimates over 10,000 tables
+-- cross jit_above_cost), and the plan has nothing for it to speed up.
+SET jit = off
 AS $$
 WITH setting AS (
     SELECT COALESCE(NULLIF(current_setting('tenantguard.tenant_column', true), ''),
@@ -793,7 +799,8 @@ candidates AS (
            COALESCE(r.options ->> 'tenant_setting', par.options ->> 'tenant_setting',
                     s.tenant_setting) AS tenant_setting,
            x.reason AS exempt_reason,
-           COALESCE(g.gaps, 0) AS shard_gaps
+           COALESCE(g.gaps, 0) AS shard_gaps,
+           ta.attnum AS tattnum
       FROM pg_class c
       JOIN pg_namespace n ON n.oid = c.relnamespace
       CROSS JOIN setting s
@@ -809,29 +816,27 @@ candidates AS (
                            JOIN tenantguard.registry pr ON pr.relid = i.inhparent
                           WHERE i.inhrelid = c.oid
                           ORDER BY i.inhseqno LIMIT 1) par ON true
+      -- The tenant column, found once by name (an index probe per table).
+      LEFT JOIN pg_attribute ta ON ta.attrelid = c.oid
+                               AND ta.attname = COALESCE(r.tenant_column, par.tenant_column, s.col)
+                               AND ta.attnum > 0 AND NOT ta.attisdropped
      WHERE c.relkind IN ('r', 'p')
        AND c.relpersistence <> 't'
        AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'tenantguard')
        AND n.nspname NOT LIKE 'pg\_%'
        AND NOT COALESCE(g.skip, false)
-       AND (r.relid IS NOT NULL OR par.tenant_column IS NOT NULL
-            OR EXISTS (SELECT 1 FROM pg_attribute a
-                        WHERE a.attrelid = c.oid AND a.attname = s.col
-                          AND a.attnum > 0 AND NOT a.attisdropped))
+       AND (r.relid IS NOT NULL OR par.tenant_column IS NOT NULL OR ta.attnum IS NOT NULL)
        AND NOT EXISTS (SELECT 1 FROM pg_depend d
                         WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
                           AND d.deptype = 'e')
 ),
 checked AS (
     SELECT k.*,
-           EXISTS (SELECT 1 FROM pg_attribute a
-                    WHERE a.attrelid = k.oid AND a.attname = k.col
-                      AND a.attnum > 0 AND NOT a.attisdropped) AS has_column,
+           k.tattnum IS NOT NULL AS has_column,
            COALESCE(pol.sel, false) AS sel, COALESCE(pol.ins, false) AS ins,
            COALESCE(pol.upd, false) AS upd, COALESCE(pol.del, false) AS del,
            EXISTS (SELECT 1 FROM pg_index i
-                     JOIN pg_attribute a ON a.attrelid = k.oid AND a.attnum = i.indkey[0]
-                    WHERE i.indrelid = k.oid AND a.attname = k.col) AS idx,
+                    WHERE i.indrelid = k.oid AND i.indkey[0] = k.tattnum) AS idx,
            -- A hand-written permissive policy that reads a setting other than the tenant's is
            -- most likely an admin override any client can switch on with SET.
            EXISTS (SELECT 1 FROM pg_policy p
@@ -1060,6 +1065,85 @@ BEGIN
 END
 $$;
 
+-- The statement that makes a parent row for a foreign key of child (tenant column tcol), to run
+-- with the tenant as $1, returning the referencing columns' values as a JSON object; or, when
+-- no row can be made, why (text not starting with INSERT). The other values are made when it
+-- runs, so that each run makes a new key.
+CREATE FUNCTION tenantguard._test_parent_insert(child regclass, tcol name, parent regclass,
+                                                 conkey int2[], confkey int2[]) RETURNS text
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    ptcol name;
+    cols text[] := ARRAY[]::text[];
+    vals text[] := ARRAY[]::text[];
+    ret text[] := ARRAY[]::text[];
+    c record;
+    v text;
+BEGIN
+    IF parent = child THEN
+        RETURN 'it references the table itself';
+    END IF;
+    -- The parent's tenant column: its registered one, or one of the same name.
+    SELECT COALESCE((SELECT reg.tenant_column FROM tenantguard.registry reg WHERE reg.relid = parent),
+                    (SELECT att.attname FROM pg_attribute att
+                      WHERE att.attrelid = parent AND att.attname = tcol AND NOT att.attisdropped))
+      INTO ptcol;
+    IF ptcol IS NOT NULL THEN
+        cols := cols || quote_ident(ptcol);
+        vals := vals || ('$1::' || (SELECT format_type(att.atttypid, att.atttypmod) FROM pg_attribute att
+                                     WHERE att.attrelid = parent AND att.attname = ptcol));
+    END IF;
+    FOR c IN
+        SELECT pa.attname AS pcol, pa.atttypid::regtype AS typ, ca.attname AS ccol,
+               pa.attnotnull AND NOT pa.atthasdef AND pa.attidentity = '' AND pa.attgenerated = '' AS required
+          FROM unnest(conkey, confkey) AS k(ck, pk)
+          JOIN pg_attribute ca ON ca.attrelid = child AND ca.attnum = k.ck
+          JOIN pg_attribute pa ON pa.attrelid = parent AND pa.attnum = k.pk
+    LOOP
+        ret := ret || format('%L, %I', c.ccol, c.pcol);
+        CONTINUE WHEN c.pcol = ptcol;
+        IF c.ccol = tcol THEN
+            cols := cols || quote_ident(c.pcol);
+            vals := vals || ('$1::' || c.typ::text);
+        ELSIF c.required THEN
+            v := tenantguard._test_value(c.typ);
+            IF v IS NULL THEN
+                RETURN format('no test value for column %I of %s', c.pcol, parent::text);
+            END IF;
+            cols := cols || quote_ident(c.pcol);
+            vals := vals || format('tenantguard._test_value(%L)::%s', c.typ, c.typ);
+        END IF;
+    END LOOP;
+    -- The parent's other required columns.
+    FOR c IN
+        SELECT att.attname, att.atttypid::regtype AS typ,
+               EXISTS (SELECT 1 FROM pg_constraint f WHERE f.conrelid = parent AND f.contype = 'f'
+                         AND att.attnum = ANY (f.conkey)) AS referencing
+          FROM pg_attribute att
+         WHERE att.attrelid = parent AND att.attnum > 0 AND NOT att.attisdropped
+           AND att.attnotnull AND NOT att.atthasdef AND att.attidentity = '' AND att.attgenerated = ''
+           AND NOT quote_ident(att.attname) = ANY (cols)
+         ORDER BY att.attnum
+    LOOP
+        IF c.referencing THEN
+            RETURN format('its parent %s needs a row of yet another table (column %I)', parent::text, c.attname);
+        END IF;
+        v := tenantguard._test_value(c.typ);
+        IF v IS NULL THEN
+            RETURN format('no test value for column %I of %s', c.attname, parent::text);
+        END IF;
+        cols := cols || quote_ident(c.attname);
+        vals := vals || format('tenantguard._test_value(%L)::%s', c.typ, c.typ);
+    END LOOP;
+    RETURN format('INSERT INTO %s %s RETURNING jsonb_build_object(%s)::text', parent::text,
+                  CASE WHEN cardinality(cols) = 0 THEN 'DEFAULT VALUES'
+                       ELSE format('(%s) VALUES (%s)', array_to_string(cols, ', '), array_to_string(vals, ', ')) END,
+                  array_to_string(ret, ', '));
+END
+$$;
+
 -- One protected table (or every one): rows for two tenants that do not exist are made, as the
 -- calling role (or as_role), and the checks below run, all in a subtransaction that is rolled
 -- back (audit rows included). One row per check.
@@ -1083,7 +1167,11 @@ DECLARE
     v text;
     n bigint;
     skip text;
-    fk text;
+    fk record;
+    fk_cols text[];
+    parents text[];
+    ja jsonb;
+    jb jsonb;
     results text[][];
 BEGIN
     IF as_role IS NOT NULL AND NOT pg_has_role(session_user, as_role, 'MEMBER') THEN
@@ -1124,20 +1212,43 @@ BEGIN
         vals_a := ARRAY[quote_literal(a)];
         vals_b := ARRAY[quote_literal(b)];
         skip := NULL;
+        -- A NOT NULL foreign key gets a parent row per tenant, made first (in the subtransaction)
+        -- with the same tenant: INSERT INTO parent ... RETURNING the referenced columns, named
+        -- as the referencing ones. One level deep: a parent that itself needs a parent is skipped.
+        fk_cols := ARRAY[]::text[];
+        parents := ARRAY[]::text[];
+        FOR fk IN
+            SELECT f.conname, f.confrelid, f.conkey, f.confkey
+              FROM pg_constraint f
+             WHERE f.conrelid = r.relid AND f.contype = 'f'
+               AND EXISTS (SELECT 1 FROM pg_attribute att
+                            WHERE att.attrelid = r.relid AND att.attnum = ANY (f.conkey)
+                              AND att.attname <> tcol AND att.attnotnull AND NOT att.atthasdef
+                              AND att.attidentity = '' AND att.attgenerated = '')
+             ORDER BY f.conname
+        LOOP
+            skip := tenantguard._test_parent_insert(r.relid, tcol, fk.confrelid, fk.conkey, fk.confkey);
+            IF skip NOT LIKE 'INSERT %' THEN
+                skip := format('foreign key %I: %s', fk.conname, skip);
+                EXIT;
+            END IF;
+            parents := parents || skip;
+            skip := NULL;
+            SELECT fk_cols || array_agg(quote_ident(att.attname) ORDER BY att.attnum) INTO fk_cols
+              FROM pg_attribute att
+             WHERE att.attrelid = r.relid AND att.attnum = ANY (fk.conkey) AND att.attname <> tcol
+               AND NOT quote_ident(att.attname) = ANY (fk_cols);
+        END LOOP;
         FOR c IN
             SELECT att.attname, att.atttypid::regtype AS typ,
-                   EXISTS (SELECT 1 FROM pg_constraint f WHERE f.conrelid = r.relid AND f.contype = 'f'
-                             AND att.attnum = ANY (f.conkey)) AS referencing
+                   quote_ident(att.attname) = ANY (fk_cols) AS referencing
               FROM pg_attribute att
              WHERE att.attrelid = r.relid AND att.attnum > 0 AND NOT att.attisdropped
                AND att.attname <> tcol AND att.attnotnull AND NOT att.atthasdef
                AND att.attidentity = '' AND att.attgenerated = ''
              ORDER BY att.attnum
         LOOP
-            IF c.referencing THEN
-                skip := format('column %I must reference a row of another table', c.attname);
-                EXIT;
-            END IF;
+            CONTINUE WHEN skip IS NOT NULL OR c.referencing;
             v := tenantguard._test_value(c.typ);
             IF v IS NULL THEN
                 skip := format('no test value for column %I of type %s', c.attname, c.typ);
@@ -1167,7 +1278,25 @@ BEGIN
               INTO v
               FROM pg_roles rl, pg_class k WHERE rl.rolname = current_user AND k.oid = r.relid;
             results := results || ARRAY[['rls_applies', (v IS NULL)::text, COALESCE(v, 'row level security applies to ' || current_user)]];
-            -- Tenant b's row, then tenant a's.
+            -- Tenant b's row, then tenant a's, each after its parent rows.
+            jb := '{}';
+            ja := '{}';
+            PERFORM tenantguard._test_set_tenant(spec, b);
+            FOR n IN 1 .. COALESCE(array_length(parents, 1), 0) LOOP
+                EXECUTE parents[n] INTO v USING b;
+                jb := jb || v::jsonb;
+            END LOOP;
+            PERFORM tenantguard._test_set_tenant(spec, a);
+            FOR n IN 1 .. COALESCE(array_length(parents, 1), 0) LOOP
+                EXECUTE parents[n] INTO v USING a;
+                ja := ja || v::jsonb;
+            END LOOP;
+            -- The referencing columns take the parents' keys.
+            cols := cols || fk_cols;
+            SELECT vals_b || COALESCE(array_agg(quote_literal(jb ->> x) ORDER BY o), '{}'),
+                   vals_a || COALESCE(array_agg(quote_literal(ja ->> x) ORDER BY o), '{}')
+              INTO vals_b, vals_a
+              FROM unnest(fk_cols) WITH ORDINALITY AS u(x, o);
             PERFORM tenantguard._test_set_tenant(spec, b);
             EXECUTE format('INSERT INTO %s (%s) VALUES (%s)', t, array_to_string(cols, ', '), array_to_string(vals_b, ', '));
             PERFORM tenantguard._test_set_tenant(spec, a);
@@ -1198,7 +1327,7 @@ BEGIN
                 GET DIAGNOSTICS n = ROW_COUNT;
                 results := results || ARRAY[['move_to_other', (n = 0)::text,
                     CASE WHEN n = 0 THEN 'no row moved' ELSE 'its row was moved to the other tenant' END]];
-            EXCEPTION WHEN insufficient_privilege THEN
+            EXCEPTION WHEN insufficient_privilege OR foreign_key_violation THEN
                 results := results || ARRAY[['move_to_other', 'true', 'refused: ' || SQLERRM]];
             END;
             EXECUTE format('UPDATE %s SET %I = %I WHERE %I = %L', t, tcol, tcol, tcol, a);
@@ -1477,3 +1606,403 @@ SELECT format($q$SELECT n.nspname AS schema_name, c.relname AS table_name,
 $$;
 COMMENT ON FUNCTION tenantguard.coverage_sql() IS
   'One plain SQL query that reports coverage like coverage(), for a server without tenantguard.';
+
+-- Adopting tenantguard on a live database (docs/adopting.md): adoption_plan() reads the database
+-- and says what protect() would do to each tenant table and what blocks it or makes it risky;
+-- the adopt() procedure protects the ready tables one per transaction, with a short lock_timeout,
+-- retries with backoff, progress NOTICEs and a log, and resumes where it stopped.
+
+-- One row per run and table that adopt() dealt with: what happened and why. A role reads the
+-- rows of tables it owns (tenantguard_admin: all of them).
+CREATE TABLE tenantguard.adoption_log (
+    run_started timestamptz NOT NULL,
+    relid       regclass    NOT NULL,
+    outcome     text        NOT NULL CHECK (outcome IN ('protected', 'skipped', 'blocked')),
+    reason      text,
+    attempts    integer     NOT NULL DEFAULT 0,
+    logged_at   timestamptz NOT NULL DEFAULT pg_catalog.clock_timestamp(),
+    logged_by   name        NOT NULL DEFAULT CURRENT_USER,
+    PRIMARY KEY (run_started, relid)
+);
+COMMENT ON TABLE tenantguard.adoption_log IS
+  'What each tenantguard.adopt() run did to each table: protected, skipped (and why), blocked (and why).';
+ALTER TABLE tenantguard.adoption_log ENABLE ROW LEVEL SECURITY;
+CREATE POLICY adoption_log_read ON tenantguard.adoption_log FOR SELECT
+  USING (tenantguard._owns(relid) OR pg_catalog.pg_has_role('tenantguard_admin', 'MEMBER'));
+CREATE POLICY adoption_log_insert ON tenantguard.adoption_log FOR INSERT
+  WITH CHECK (tenantguard._owns(relid) AND logged_by = CURRENT_USER);
+CREATE POLICY adoption_log_delete ON tenantguard.adoption_log FOR DELETE
+  USING (tenantguard._owns(relid) OR pg_catalog.pg_has_role('tenantguard_admin', 'MEMBER'));
+GRANT SELECT, INSERT, DELETE ON tenantguard.adoption_log TO PUBLIC;
+
+-- The plan. It changes nothing; it counts the NULL tenant values of nullable tenant columns (a
+-- scan of each such table the caller may read).
+CREATE FUNCTION tenantguard.adoption_plan(schemas name[] DEFAULT NULL)
+RETURNS TABLE (
+    schema_name    name,
+    table_name     name,
+    tenant_column  name,
+    status         text,      -- protected | exempt | ready | blocked | with_parent
+    action         text,      -- what protect() would do
+    blockers       text[],    -- what must be fixed first
+    risks          text[],    -- what protect() does not need, but the table should have
+    fixes          text[],    -- the SQL for each blocker and risk, in order
+    null_rows      bigint,
+    estimated_rows bigint,
+    lock           text)
+LANGUAGE plpgsql VOLATILE
+SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    r record;
+    d record;
+    n bigint;
+    b text[];
+    k text[];
+    f text[];
+    holders text;
+BEGIN
+    IF schemas IS NOT NULL AND EXISTS (SELECT 1 FROM unnest(schemas) s
+                                        WHERE NOT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = s)) THEN
+        RAISE EXCEPTION 'schema "%" does not exist',
+              (SELECT s FROM unnest(schemas) s WHERE NOT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = s) LIMIT 1)
+              USING ERRCODE = 'invalid_schema_name',
+                    HINT = 'Pass existing schema names, or NULL for every schema.';
+    END IF;
+    FOR r IN
+        WITH locks AS MATERIALIZED (
+            SELECT l.relation, count(DISTINCT l.pid) AS sessions,
+                   max(now() - a.xact_start) AS oldest
+              FROM pg_locks l LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+             WHERE l.locktype = 'relation' AND l.granted AND l.pid <> pg_backend_pid()
+               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+             GROUP BY l.relation)
+        SELECT c.oid, cv.schema_name, cv.table_name, cv.tenant_column, cv.status AS cov_status,
+               c.relispartition, c.relkind, c.relowner, c.reltuples,
+               a.attnum, a.attnotnull, a.atttypid,
+               o.rolname AS owner, o.rolcanlogin AND NOT o.rolsuper AS owner_logs_in,
+               lk.sessions, lk.oldest
+          FROM tenantguard.coverage() cv
+          JOIN pg_namespace ns ON ns.nspname = cv.schema_name
+          JOIN pg_class c ON c.relnamespace = ns.oid AND c.relname = cv.table_name
+          JOIN pg_roles o ON o.oid = c.relowner
+          LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = cv.tenant_column
+                                  AND a.attnum > 0 AND NOT a.attisdropped
+          LEFT JOIN locks lk ON lk.relation = c.oid
+         WHERE schemas IS NULL OR cv.schema_name = ANY (schemas)
+         ORDER BY cv.schema_name, cv.table_name
+    LOOP
+        schema_name := r.schema_name;
+        table_name := r.table_name;
+        tenant_column := r.tenant_column;
+        estimated_rows := CASE WHEN r.reltuples >= 0 THEN r.reltuples::bigint END;
+        null_rows := NULL;
+        b := ARRAY[]::text[];
+        k := ARRAY[]::text[];
+        f := ARRAY[]::text[];
+        lock := format('ACCESS EXCLUSIVE on %s for ENABLE/FORCE ROW LEVEL SECURITY and CREATE POLICY, '
+                       'SHARE ROW EXCLUSIVE for CREATE TRIGGER; held for milliseconds, but queued '
+                       'behind every open transaction that touched the table, and every statement '
+                       'on the table queues behind it while it waits (adopt() bounds that with '
+                       'lock_timeout)', r.oid::regclass)
+                || CASE WHEN r.relkind = 'p' THEN '; the same on each partition' ELSE '' END
+                || CASE WHEN r.sessions > 0
+                        THEN format('; now %s other session(s) hold locks on it', r.sessions)
+                             -- (how long is known only for sessions the caller may see in
+                             -- pg_stat_activity)
+                             || COALESCE(format(', the oldest in a transaction open for %s',
+                                                date_trunc('second', r.oldest)), '')
+                        ELSE '' END;
+        IF EXISTS (SELECT 1 FROM tenantguard.registry g WHERE g.relid = r.oid) THEN
+            status := 'protected';
+            action := CASE WHEN r.cov_status = 'protected' THEN 'nothing: already protected'
+                           ELSE 'nothing: registered, but coverage() reports it ' || r.cov_status
+                                || '; see its missing column' END;
+        ELSIF r.cov_status = 'exempt' THEN
+            status := 'exempt';
+            action := 'nothing: exempt (' || (SELECT x.reason FROM tenantguard.exemptions x WHERE x.relid = r.oid) || ')';
+        ELSIF r.relispartition THEN
+            status := 'with_parent';
+            action := 'nothing of its own: protect() on its partitioned parent protects it';
+        ELSE
+            action := 'ENABLE and FORCE ROW LEVEL SECURITY; four tenant policies on '
+                      || quote_ident(r.tenant_column)
+                      || '; audit and updated_at triggers; REVOKE TRUNCATE and REFERENCES; '
+                      || 'registered (SELECT tenantguard.protect(' || quote_literal(r.oid::regclass::text)
+                      || ', dry_run => true) shows the statements)';
+            -- Blockers: no tenant column of its own; NULL tenant values (those rows would vanish
+            -- for every tenant).
+            IF r.attnum IS NULL THEN
+                b := b || format('no column %I', r.tenant_column);
+                f := f || format('ALTER TABLE %s ADD COLUMN %I <type of the tenant key>;', r.oid::regclass, r.tenant_column);
+            ELSIF NOT r.attnotnull THEN
+                IF has_table_privilege(r.oid, 'SELECT') THEN
+                    EXECUTE format('SELECT count(*) FROM %s WHERE %I IS NULL', r.oid::regclass, r.tenant_column)
+                       INTO n;
+                    null_rows := n;
+                END IF;
+                IF null_rows IS NULL OR null_rows > 0 THEN
+                    b := b || format('%s row(s) with a NULL %I: no tenant could see them once protected',
+                                     COALESCE(null_rows::text, 'an unknown number of (no SELECT privilege)'),
+                                     r.tenant_column);
+                    f := f || format('UPDATE %s SET %I = <the owning tenant> WHERE %I IS NULL; '
+                                     'ALTER TABLE %s ADD CONSTRAINT %I CHECK (%I IS NOT NULL) NOT VALID; '
+                                     'ALTER TABLE %s VALIDATE CONSTRAINT %I;',
+                                     r.oid::regclass, r.tenant_column, r.tenant_column,
+                                     r.oid::regclass, r.table_name || '_' || r.tenant_column || '_not_null',
+                                     r.tenant_column, r.oid::regclass,
+                                     r.table_name || '_' || r.tenant_column || '_not_null');
+                ELSE
+                    k := k || format('%I is nullable (no NULL rows now)', r.tenant_column);
+                    f := f || format('ALTER TABLE %s ADD CONSTRAINT %I CHECK (%I IS NOT NULL) NOT VALID; '
+                                     'ALTER TABLE %s VALIDATE CONSTRAINT %I;',
+                                     r.oid::regclass, r.table_name || '_' || r.tenant_column || '_not_null',
+                                     r.tenant_column, r.oid::regclass,
+                                     r.table_name || '_' || r.tenant_column || '_not_null');
+                END IF;
+            END IF;
+            -- Risks: no index leading with the tenant column.
+            IF r.attnum IS NOT NULL AND NOT EXISTS (SELECT 1 FROM pg_index i
+                                                     WHERE i.indrelid = r.oid AND i.indkey[0] = r.attnum) THEN
+                k := k || format('no index leading with %I: every policy check scans the table', r.tenant_column);
+                f := f || format('CREATE INDEX CONCURRENTLY ON %s (%I);', r.oid::regclass, r.tenant_column);
+            END IF;
+            -- Foreign keys, either way, between tenant tables that leave the tenant column out.
+            FOR d IN
+                SELECT con.conname, con.conrelid::regclass AS child, con.confrelid::regclass AS parent,
+                       (SELECT string_agg(quote_ident(x.attname), ', ' ORDER BY u.n)
+                          FROM unnest(con.conkey) WITH ORDINALITY u(a, n)
+                          JOIN pg_attribute x ON x.attrelid = con.conrelid AND x.attnum = u.a) AS cols,
+                       (SELECT string_agg(quote_ident(x.attname), ', ' ORDER BY u.n)
+                          FROM unnest(con.confkey) WITH ORDINALITY u(a, n)
+                          JOIN pg_attribute x ON x.attrelid = con.confrelid AND x.attnum = u.a) AS refcols,
+                       ca.attnum AS c_t, pa.attnum AS p_t
+                  FROM pg_constraint con
+                  LEFT JOIN pg_attribute ca ON ca.attrelid = con.conrelid AND ca.attname = r.tenant_column AND NOT ca.attisdropped
+                  LEFT JOIN pg_attribute pa ON pa.attrelid = con.confrelid AND pa.attname = r.tenant_column AND NOT pa.attisdropped
+                 WHERE con.contype = 'f' AND (con.conrelid = r.oid OR con.confrelid = r.oid)
+                   AND NOT (COALESCE(ca.attnum = ANY (con.conkey), false)
+                            AND COALESCE(pa.attnum = ANY (con.confkey), false))
+                 ORDER BY con.conname
+            LOOP
+                k := k || format('foreign key %I from %s to %s leaves out %I: it can reference another '
+                                 'tenant''s row, and reveals whether one exists',
+                                 d.conname, d.child, d.parent, r.tenant_column);
+                f := f || CASE WHEN d.c_t IS NOT NULL AND d.p_t IS NOT NULL THEN
+                    format('CREATE UNIQUE INDEX CONCURRENTLY ON %s (%I, %s); '
+                           'ALTER TABLE %s ADD CONSTRAINT %I FOREIGN KEY (%I, %s) REFERENCES %s (%I, %s) NOT VALID; '
+                           'ALTER TABLE %s VALIDATE CONSTRAINT %I; ALTER TABLE %s DROP CONSTRAINT %I;',
+                           d.parent, r.tenant_column, d.refcols,
+                           d.child, d.conname || '_tenant', r.tenant_column, d.cols, d.parent, r.tenant_column, d.refcols,
+                           d.child, d.conname || '_tenant', d.child, d.conname)
+                    ELSE format('-- give %s a %I column and reference (%I, %s)',
+                                CASE WHEN d.c_t IS NULL THEN d.child ELSE d.parent END,
+                                r.tenant_column, r.tenant_column, d.refcols) END;
+            END LOOP;
+            -- Views, materialized views and SECURITY DEFINER functions over the table that would
+            -- read it without the policies (what lint() reports once it is protected).
+            FOR d IN
+                SELECT DISTINCT v.oid::regclass AS obj, v.relkind,
+                       COALESCE(v.reloptions::text[] && ARRAY['security_invoker=true', 'security_invoker=on', 'security_invoker=1'], false) AS invoker
+                  FROM pg_depend dep
+                  JOIN pg_rewrite rw ON rw.oid = dep.objid
+                  JOIN pg_class v ON v.oid = rw.ev_class AND v.oid <> r.oid
+                 WHERE dep.classid = 'pg_rewrite'::regclass AND dep.refclassid = 'pg_class'::regclass
+                   AND dep.refobjid = r.oid AND v.relkind IN ('v', 'm')
+                 ORDER BY 1
+            LOOP
+                CONTINUE WHEN d.relkind = 'v' AND d.invoker;
+                IF d.relkind = 'm' THEN
+                    k := k || format('materialized view %s holds the rows of every tenant', d.obj);
+                    f := f || format('REVOKE ALL ON %s FROM PUBLIC; -- and from every application role, or drop it', d.obj);
+                ELSE
+                    k := k || format('view %s reads the table with its owner''s rights, around the policies', d.obj);
+                    f := f || CASE WHEN current_setting('server_version_num')::int >= 150000
+                                   THEN format('ALTER VIEW %s SET (security_invoker = true);', d.obj)
+                                   ELSE format('-- PostgreSQL 14 has no security_invoker: give %s an owner that does not bypass RLS, or a WHERE on the tenant', d.obj) END;
+                END IF;
+            END LOOP;
+            FOR d IN
+                SELECT p.oid::regprocedure AS fn
+                  FROM pg_proc p
+                 WHERE p.prosecdef AND p.pronamespace NOT IN (SELECT oid FROM pg_namespace
+                                                               WHERE nspname IN ('pg_catalog', 'information_schema', 'tenantguard'))
+                   AND lower(r.table_name) = ANY (regexp_split_to_array(
+                           lower(COALESCE(pg_get_function_sqlbody(p.oid), p.prosrc)), '[^a-z0-9_$]+'))
+                 ORDER BY 1
+            LOOP
+                k := k || format('SECURITY DEFINER function %s reads the table with its owner''s rights', d.fn);
+                f := f || format('ALTER FUNCTION %s SECURITY INVOKER;', d.fn);
+            END LOOP;
+            -- The owner as the application's role: it can switch the protection off.
+            IF r.owner_logs_in THEN
+                k := k || format('the owner %I can log in: if the application connects as the owner, it '
+                                 'can ALTER the table and drop the policies', r.owner);
+                f := f || format('CREATE ROLE %I NOLOGIN; GRANT %I TO CURRENT_USER; ALTER TABLE %s OWNER TO %I; '
+                                 'GRANT SELECT, INSERT, UPDATE, DELETE ON %s TO %I;',
+                                 r.owner || '_owner', r.owner || '_owner', r.oid::regclass, r.owner || '_owner',
+                                 r.oid::regclass, r.owner);
+            END IF;
+            status := CASE WHEN cardinality(b) > 0 THEN 'blocked' ELSE 'ready' END;
+        END IF;
+        blockers := b;
+        risks := k;
+        fixes := f;
+        RETURN NEXT;
+    END LOOP;
+END
+$$;
+COMMENT ON FUNCTION tenantguard.adoption_plan(name[]) IS
+  'For every tenant table (in the schemas given, or all): what protect() would do, what blocks it or makes it risky with the SQL that fixes it, and the lock it needs. Changes nothing.';
+
+-- schema.table, whatever the search_path.
+CREATE FUNCTION tenantguard._adopt_name(t regclass) RETURNS text
+LANGUAGE sql STABLE
+SET search_path = pg_catalog, pg_temp
+AS $$ SELECT format('%I.%I', n.nspname, c.relname) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = t $$;
+
+-- Protect every ready table, one per transaction. CALL it outside a transaction block.
+CREATE PROCEDURE tenantguard.adopt(
+    schemas       name[]   DEFAULT NULL,
+    lock_timeout  interval DEFAULT '2s',
+    max_attempts  integer  DEFAULT 3,
+    backoff       interval DEFAULT '1s',
+    dry_run       boolean  DEFAULT false)
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    run_started timestamptz := pg_catalog.clock_timestamp();
+    tbls regclass[];
+    blocked regclass[];
+    why text[];
+    t regclass;
+    i integer := 0;
+    total integer;
+    attempt integer;
+    outcome text;
+    err text;
+    n_protected integer := 0;
+    n_skipped integer := 0;
+    timeout_ms bigint;
+BEGIN
+    IF lock_timeout IS NULL OR lock_timeout <= interval '0' OR max_attempts IS NULL OR max_attempts < 1
+       OR backoff IS NULL OR backoff < interval '0' THEN
+        RAISE EXCEPTION 'adopt() needs lock_timeout > 0, max_attempts >= 1 and backoff >= 0'
+              USING ERRCODE = 'invalid_parameter_value',
+                    HINT = 'For example: CALL tenantguard.adopt(lock_timeout => ''2s'', max_attempts => 3, backoff => ''1s'').';
+    END IF;
+    timeout_ms := greatest(1, (extract(epoch FROM lock_timeout) * 1000)::bigint);
+    SELECT array_agg(pg_catalog.format('%I.%I', p.schema_name, p.table_name)::regclass
+                     ORDER BY p.schema_name, p.table_name) FILTER (WHERE p.status = 'ready'),
+           array_agg(pg_catalog.format('%I.%I', p.schema_name, p.table_name)::regclass
+                     ORDER BY p.schema_name, p.table_name) FILTER (WHERE p.status = 'blocked'),
+           array_agg(pg_catalog.array_to_string(p.blockers, '; ')
+                     ORDER BY p.schema_name, p.table_name) FILTER (WHERE p.status = 'blocked')
+      INTO tbls, blocked, why
+      FROM tenantguard.adoption_plan(schemas) p;
+    total := COALESCE(pg_catalog.cardinality(tbls), 0);
+    IF dry_run THEN
+        RAISE NOTICE 'adopt (dry run): % table(s) to protect, % blocked', total, COALESCE(pg_catalog.cardinality(blocked), 0);
+        FOREACH t IN ARRAY COALESCE(tbls, '{}') LOOP
+            i := i + 1;
+            BEGIN
+                err := tenantguard.protect(t, dry_run => true);
+                RAISE NOTICE E'%/% %\nBEGIN;\nSET LOCAL lock_timeout = %;\n%\nCOMMIT;', i, total,
+                      tenantguard._adopt_name(t), pg_catalog.quote_literal(timeout_ms || 'ms'), err;
+            EXCEPTION WHEN OTHERS THEN
+                RAISE NOTICE '%/% % would be skipped: % (%)', i, total, tenantguard._adopt_name(t),
+                      SQLERRM, SQLSTATE;
+            END;
+        END LOOP;
+        FOR i IN 1 .. COALESCE(pg_catalog.cardinality(blocked), 0) LOOP
+            RAISE NOTICE 'blocked: % (%)', tenantguard._adopt_name(blocked[i]), why[i];
+        END LOOP;
+        RETURN;
+    END IF;
+    -- Each table in a transaction of its own: end the caller's (it fails here, with nothing done,
+    -- when CALL runs inside a transaction block).
+    COMMIT;
+    FOREACH t IN ARRAY COALESCE(tbls, '{}') LOOP
+        i := i + 1;
+        attempt := 0;
+        LOOP
+            attempt := attempt + 1;
+            PERFORM pg_catalog.set_config('lock_timeout', timeout_ms::text, true);
+            BEGIN
+                -- Protected meanwhile (another session, or an earlier interrupted run): nothing twice.
+                IF EXISTS (SELECT 1 FROM tenantguard.registry g WHERE g.relid = t) THEN
+                    outcome := 'already';
+                ELSE
+                    PERFORM tenantguard.protect(t);
+                    INSERT INTO tenantguard.adoption_log (run_started, relid, outcome, attempts)
+                    VALUES (run_started, t, 'protected', attempt);
+                    outcome := 'protected';
+                END IF;
+            EXCEPTION
+                WHEN lock_not_available OR deadlock_detected THEN
+                    outcome := 'locked';
+                    err := SQLERRM;
+                WHEN OTHERS THEN
+                    outcome := 'failed';
+                    err := pg_catalog.format('%s (%s)', SQLERRM, SQLSTATE);
+            END;
+            IF outcome = 'protected' THEN
+                n_protected := n_protected + 1;
+                COMMIT;
+                RAISE NOTICE '%/% % protected', i, total, tenantguard._adopt_name(t);
+                EXIT;
+            ELSIF outcome = 'already' THEN
+                COMMIT;
+                RAISE NOTICE '%/% % already protected', i, total, tenantguard._adopt_name(t);
+                EXIT;
+            ELSIF outcome = 'locked' AND attempt < max_attempts THEN
+                COMMIT;
+                RAISE NOTICE '%/% % locked (attempt % of %), retrying in %', i, total, tenantguard._adopt_name(t), attempt,
+                      max_attempts, backoff * (2 ^ (attempt - 1));
+                PERFORM pg_catalog.pg_sleep(extract(epoch FROM backoff) * (2 ^ (attempt - 1)));
+            ELSE
+                n_skipped := n_skipped + 1;
+                err := CASE WHEN outcome = 'locked'
+                            THEN pg_catalog.format('lock not available within %s after %s attempt(s): %s',
+                                                   lock_timeout, attempt, err)
+                            ELSE err END;
+                IF tenantguard._owns(t) THEN
+                    INSERT INTO tenantguard.adoption_log (run_started, relid, outcome, reason, attempts)
+                    VALUES (run_started, t, 'skipped', err, attempt);
+                END IF;
+                COMMIT;
+                RAISE NOTICE '%/% % skipped: %', i, total, tenantguard._adopt_name(t), err;
+                EXIT;
+            END IF;
+        END LOOP;
+    END LOOP;
+    FOR i IN 1 .. COALESCE(pg_catalog.cardinality(blocked), 0) LOOP
+        IF tenantguard._owns(blocked[i]) THEN
+            INSERT INTO tenantguard.adoption_log (run_started, relid, outcome, reason)
+            VALUES (run_started, blocked[i], 'blocked', why[i]);
+        END IF;
+        RAISE NOTICE 'blocked: % (%)', tenantguard._adopt_name(blocked[i]), why[i];
+    END LOOP;
+    COMMIT;
+    RAISE NOTICE 'adopt: % protected, % skipped, % blocked (this run''s rows in tenantguard.adoption_log)',
+          n_protected, n_skipped, COALESCE(pg_catalog.cardinality(blocked), 0);
+END
+$$;
+COMMENT ON PROCEDURE tenantguard.adopt(name[], interval, integer, interval, boolean) IS
+  'Protect every ready tenant table, one per transaction, with a short lock_timeout, retries with backoff, progress NOTICEs and tenantguard.adoption_log; run it again to resume. CALL outside a transaction block.';
+
+-- Dropped tables leave adoption_log too.
+CREATE OR REPLACE FUNCTION tenantguard._forget(oids oid[]) RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
+AS $$
+  DELETE FROM tenantguard.registry
+   WHERE relid::oid = ANY (oids)
+     AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = relid::oid);
+  DELETE FROM tenantguard.exemptions
+   WHERE relid::oid = ANY (oids)
+     AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = relid::oid);
+  DELETE FROM tenantguard.adoption_log
+   WHERE relid::oid = ANY (oids)
+     AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_class c WHERE c.oid = relid::oid);
+$$;
