@@ -792,6 +792,41 @@ WITH setting AS (
            COALESCE(NULLIF(current_setting('tenantguard.tenant_setting', true), ''),
                     'app.current_tenant_id') AS tenant_setting
 ),
+-- Set-based throughout: on 100,000 tables a probe per table of pg_depend, pg_inherits and
+-- pg_policy costs more than one pass over each.
+ext AS MATERIALIZED (   -- tables that belong to an extension
+    SELECT d.objid FROM pg_depend d WHERE d.classid = 'pg_class'::regclass AND d.deptype = 'e'
+),
+-- A partition or child of a protected table is a tenant table whatever its tenant column is
+-- called (protect(..., tenant_column => 'org_id')): its first registered parent.
+par AS MATERIALIZED (
+    SELECT DISTINCT ON (i.inhrelid) i.inhrelid, pr.tenant_column, pr.options
+      FROM pg_inherits i JOIN tenantguard.registry pr ON pr.relid = i.inhparent
+     ORDER BY i.inhrelid, i.inhseqno
+),
+pol AS MATERIALIZED (   -- the four isolation policies, per table
+    SELECT p.polrelid,
+           bool_or(p.polname = 'tenantguard_tenant_select' AND p.polcmd = 'r') AS sel,
+           bool_or(p.polname = 'tenantguard_tenant_insert' AND p.polcmd = 'a') AS ins,
+           bool_or(p.polname = 'tenantguard_tenant_update' AND p.polcmd = 'w') AS upd,
+           bool_or(p.polname = 'tenantguard_tenant_delete' AND p.polcmd = 'd') AS del
+      FROM pg_policy p
+     WHERE p.polpermissive AND p.polname LIKE 'tenantguard\_tenant\_%'
+     GROUP BY p.polrelid
+),
+ix AS MATERIALIZED (    -- the leading column of each index
+    SELECT DISTINCT i.indrelid, i.indkey[0] AS lead FROM pg_index i
+),
+hs AS MATERIALIZED (    -- the settings each table's hand-written permissive policies read
+    SELECT p.polrelid, array_agg(DISTINCT m[1]) AS settings
+      FROM pg_policy p
+     CROSS JOIN LATERAL regexp_matches(
+              COALESCE(pg_get_expr(p.polqual, p.polrelid), '') || ' ' ||
+              COALESCE(pg_get_expr(p.polwithcheck, p.polrelid), ''),
+              '(?:current_setting|tenant_(?:subtree_)?(?:uuid|bigint|integer|smallint|text)s?)\(''([^'']+)''', 'g') AS m
+     WHERE p.polpermissive AND p.polname NOT LIKE 'tenantguard\_%'
+     GROUP BY p.polrelid
+),
 candidates AS (
     SELECT c.oid, n.nspname, c.relname, c.relrowsecurity, c.relforcerowsecurity,
            COALESCE(r.tenant_column, par.tenant_column, s.col) AS col,
@@ -809,14 +844,8 @@ candidates AS (
       -- Citus: a distributed table is protected only where every shard placement is
       -- (_placement_gaps() asks each node); shards, and on a worker Citus tables, are skipped.
       LEFT JOIN tenantguard._placement_gaps() g ON g.relid = c.oid
-      -- A partition or child of a protected table is a tenant table whatever its tenant column
-      -- is called (protect(..., tenant_column => 'org_id')).
-      LEFT JOIN LATERAL (SELECT pr.tenant_column, pr.options
-                           FROM pg_inherits i
-                           JOIN tenantguard.registry pr ON pr.relid = i.inhparent
-                          WHERE i.inhrelid = c.oid
-                          ORDER BY i.inhseqno LIMIT 1) par ON true
-      -- The tenant column, found once by name (an index probe per table).
+      LEFT JOIN par ON par.inhrelid = c.oid
+      -- The tenant column, found once by name.
       LEFT JOIN pg_attribute ta ON ta.attrelid = c.oid
                                AND ta.attname = COALESCE(r.tenant_column, par.tenant_column, s.col)
                                AND ta.attnum > 0 AND NOT ta.attisdropped
@@ -826,37 +855,22 @@ candidates AS (
        AND n.nspname NOT LIKE 'pg\_%'
        AND NOT COALESCE(g.skip, false)
        AND (r.relid IS NOT NULL OR par.tenant_column IS NOT NULL OR ta.attnum IS NOT NULL)
-       AND NOT EXISTS (SELECT 1 FROM pg_depend d
-                        WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid
-                          AND d.deptype = 'e')
+       AND c.oid NOT IN (SELECT objid FROM ext)
 ),
 checked AS (
     SELECT k.*,
            k.tattnum IS NOT NULL AS has_column,
            COALESCE(pol.sel, false) AS sel, COALESCE(pol.ins, false) AS ins,
            COALESCE(pol.upd, false) AS upd, COALESCE(pol.del, false) AS del,
-           EXISTS (SELECT 1 FROM pg_index i
-                    WHERE i.indrelid = k.oid AND i.indkey[0] = k.tattnum) AS idx,
+           ix.indrelid IS NOT NULL AS idx,
            -- A hand-written permissive policy that reads a setting other than the tenant's is
            -- most likely an admin override any client can switch on with SET.
-           EXISTS (SELECT 1 FROM pg_policy p
-                    WHERE p.polrelid = k.oid AND p.polpermissive
-                      AND p.polname NOT LIKE 'tenantguard\_%'
-                      AND EXISTS (SELECT 1 FROM regexp_matches(
-                                      COALESCE(pg_get_expr(p.polqual, p.polrelid), '') || ' ' ||
-                                      COALESCE(pg_get_expr(p.polwithcheck, p.polrelid), ''),
-                                      '(?:current_setting|tenant_(?:subtree_)?(?:uuid|bigint|integer|smallint|text)s?)\(''([^'']+)''', 'g') AS m
-                                   WHERE m[1] <> k.tenant_setting)) AS guc_check
+           COALESCE(EXISTS (SELECT 1 FROM unnest(hs.settings) AS u(setting)
+                             WHERE u.setting <> k.tenant_setting), false) AS guc_check
       FROM candidates k
-      -- One probe of pg_policy per table for the four isolation policies.
-      LEFT JOIN LATERAL (
-          SELECT bool_or(p.polname = 'tenantguard_tenant_select' AND p.polcmd = 'r') AS sel,
-                 bool_or(p.polname = 'tenantguard_tenant_insert' AND p.polcmd = 'a') AS ins,
-                 bool_or(p.polname = 'tenantguard_tenant_update' AND p.polcmd = 'w') AS upd,
-                 bool_or(p.polname = 'tenantguard_tenant_delete' AND p.polcmd = 'd') AS del
-            FROM pg_policy p
-           WHERE p.polrelid = k.oid AND p.polpermissive
-             AND p.polname LIKE 'tenantguard\_tenant\_%') pol ON true
+      LEFT JOIN pol ON pol.polrelid = k.oid
+      LEFT JOIN ix ON ix.indrelid = k.oid AND ix.lead = k.tattnum
+      LEFT JOIN hs ON hs.polrelid = k.oid
 ),
 judged AS (
     SELECT c.*,
