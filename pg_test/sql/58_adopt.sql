@@ -27,7 +27,11 @@ SET search_path = adopt;
 
 -- 1. The plan: one row per tenant table, nothing changed.
 SELECT table_name, status, blockers, risks, null_rows FROM tenantguard.adoption_plan(ARRAY['adopt']);
-SELECT table_name, fixes FROM tenantguard.adoption_plan(ARRAY['adopt']) WHERE table_name IN ('orders', 'legacy');
+-- (The view's fix differs on PostgreSQL 14, which has no security_invoker: shown apart.)
+SELECT table_name, fix FROM tenantguard.adoption_plan(ARRAY['adopt']) p, unnest(p.fixes) AS fix
+ WHERE table_name IN ('orders', 'legacy') AND fix NOT LIKE '%order_list%' ORDER BY 1, 2;
+SELECT count(*) AS view_fixes FROM tenantguard.adoption_plan(ARRAY['adopt']) p, unnest(p.fixes) AS fix
+ WHERE fix LIKE '%order_list%';
 SELECT table_name, lock FROM tenantguard.adoption_plan(ARRAY['adopt']) WHERE table_name = 'events';
 SELECT count(*) AS protected_now FROM tenantguard.registry r
  JOIN pg_class c ON c.oid = r.relid JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'adopt';
