@@ -167,7 +167,6 @@ impl RelInfo {
             Error::TemporaryTable { verb, table }.raise();
         }
         self.check_owner(&format!("to {verb} it"));
-        crate::citus::check_node(self, verb);
     }
 
     /// Refuse a caller who may not act as the table's owner; `action` completes "must be owner of

@@ -1,11 +1,39 @@
 //! Row values as jsonb, built as JsonbValues directly (no text round trip), with the same result
 //! `to_jsonb()` gives; and the small datums an audit row needs.
 
-use crate::audit::meta::{Column, Encoding};
 use pgrx::pg_sys;
 use std::cell::OnceCell;
 use std::ffi::CStr;
+use std::ffi::CString;
 use std::ptr;
+
+/// How one column's value becomes a jsonb value; the same result `to_jsonb()` gives.
+pub(crate) enum Encoding {
+    Int2,
+    Int4,
+    Int8,
+    /// numeric; NaN and infinities become strings through the output function, as in to_jsonb().
+    Numeric(*mut pg_sys::FmgrInfo),
+    Bool,
+    Text,
+    Jsonb,
+    /// date, timestamp, timestamptz: ISO 8601, as to_jsonb() writes them.
+    DateTime(pg_sys::Oid),
+    /// uuid: its text form, written here rather than through uuid_out (a tenant column is
+    /// usually a uuid, so most audited rows have one or two).
+    Uuid,
+    /// A built-in type to_jsonb() writes as its text output: the output function, cached.
+    Output(*mut pg_sys::FmgrInfo),
+    /// Everything else (arrays, composites, floats, json, user-defined types): to_jsonb() itself.
+    ToJsonb(*mut pg_sys::FmgrInfo),
+}
+
+pub(crate) struct Column {
+    /// 0-based index into the deformed tuple.
+    pub(crate) index: usize,
+    pub(crate) name: CString,
+    pub(crate) encoding: Encoding,
+}
 
 // utils/datum.h, which pgrx's bindings leave out. Called only through pg_guard_ffi_boundary, so an
 // ERROR inside it unwinds properly.

@@ -14,6 +14,9 @@ use std::ffi::{CStr, CString};
 use std::ptr;
 use std::rc::Rc;
 
+// The column types live with the encoder that reads them; the cache builds them.
+pub(crate) use crate::audit::encode::{Column, Encoding};
+
 /// FxHash-style hashing for the caches' small integer keys: SipHash, the default, cost more than
 /// the rest of a lookup, and these maps are read several times for every audited row.
 #[derive(Default)]
@@ -41,34 +44,6 @@ impl OidHasher {
 }
 
 pub(crate) type OidMap<K, V> = HashMap<K, V, std::hash::BuildHasherDefault<OidHasher>>;
-
-/// How one column's value becomes a jsonb value; the same result `to_jsonb()` gives.
-pub(crate) enum Encoding {
-    Int2,
-    Int4,
-    Int8,
-    /// numeric; NaN and infinities become strings through the output function, as in to_jsonb().
-    Numeric(*mut pg_sys::FmgrInfo),
-    Bool,
-    Text,
-    Jsonb,
-    /// date, timestamp, timestamptz: ISO 8601, as to_jsonb() writes them.
-    DateTime(pg_sys::Oid),
-    /// uuid: its text form, written here rather than through uuid_out (a tenant column is
-    /// usually a uuid, so most audited rows have one or two).
-    Uuid,
-    /// A built-in type to_jsonb() writes as its text output: the output function, cached.
-    Output(*mut pg_sys::FmgrInfo),
-    /// Everything else (arrays, composites, floats, json, user-defined types): to_jsonb() itself.
-    ToJsonb(*mut pg_sys::FmgrInfo),
-}
-
-pub(crate) struct Column {
-    /// 0-based index into the deformed tuple.
-    pub(crate) index: usize,
-    pub(crate) name: CString,
-    pub(crate) encoding: Encoding,
-}
 
 /// A memory context that lives as long as the cache entry that owns it.
 pub(crate) struct OwnedContext(pg_sys::MemoryContext);

@@ -246,7 +246,7 @@ unsafe fn name_of(which: usize) -> &'static [u8] {
 
 /// The definition of the setting that tenantguard.tenant_setting (0) or tenantguard.user_setting
 /// (1) names, or null when no setting of that name exists. Never raises.
-fn lookup(which: usize) -> *mut pg_sys::config_generic {
+pub(crate) fn lookup(which: usize) -> *mut pg_sys::config_generic {
     // SAFETY: name_of gives the current name; Finder::find never raises.
     unsafe {
         let name = name_of(which);
@@ -267,46 +267,6 @@ pub(crate) fn named_setting(which: usize) -> *const c_char {
     }
     // SAFETY: a live setting.
     unsafe { value_of(var) }
-}
-
-/// The session's tenant as the slow-query log records it: the tenant setting's value, or what
-/// its JSON path finds, and NULL for a session-level value under tenantguard.tenant_scope =
-/// transaction. Never raises, never panics.
-pub(crate) fn tenant_for_log() -> *const c_char {
-    if crate::tenant::token::required() {
-        thread_local! {
-            static SIGNED: RefCell<CString> = RefCell::new(CString::default());
-        }
-        let tenant = crate::tenant::token::verified_tenant().unwrap_or_default();
-        return SIGNED.with(|s| match s.try_borrow_mut() {
-            Ok(mut s) => {
-                if s.as_bytes() != tenant.as_slice() {
-                    *s = CString::new(tenant).unwrap_or_default();
-                }
-                if s.as_bytes().is_empty() {
-                    ptr::null()
-                } else {
-                    s.as_ptr()
-                }
-            }
-            Err(_) => ptr::null(),
-        });
-    }
-    let var = lookup(0);
-    if var.is_null() {
-        return ptr::null();
-    }
-    // SAFETY: a live setting; the spec path only reads it.
-    unsafe {
-        if gucs::tenant_scope_transaction() && !transaction_scoped(var) {
-            return ptr::null();
-        }
-        let value = value_of(var);
-        if value.is_null() || !gucs::tenant_setting_has_path() {
-            return value;
-        }
-        crate::tenant::values::found_for_log(value)
-    }
 }
 
 #[cfg(any(test, feature = "pg_test"))]

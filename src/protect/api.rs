@@ -31,13 +31,13 @@ pub(crate) fn _protect(tbl: pg_sys::Oid, args: JsonB) -> String {
 /// before anything changes.
 pub(crate) fn protect_with(tbl: pg_sys::Oid, options: &ProtectOptions, dry_run: bool) -> String {
     let root = RelInfo::load(tbl);
-    root.check_protectable("protect");
+    crate::protect::check_target(&root, "protect");
     let mut targets = vec![root.clone()];
     targets.extend(root.partitions());
     let checked: Vec<(RelInfo, TenantColumn)> = targets
         .into_iter()
         .map(|rel| {
-            rel.check_protectable("protect");
+            crate::protect::check_target(&rel, "protect");
             let col = TenantColumn::load(&rel, &options.tenant_column);
             (rel, col)
         })
@@ -198,7 +198,7 @@ pub(crate) fn _unprotect(tbl: pg_sys::Oid, dry_run: bool) -> String {
 pub(crate) fn _exempt(tbl: pg_sys::Oid, reason: Option<&str>) -> String {
     let _internal = crate::session::Internal::enter();
     let rel = RelInfo::load(tbl);
-    rel.check_protectable("exempt");
+    crate::protect::check_target(&rel, "exempt");
     let Some(reason) = reason else {
         Error::ExemptWithoutReason {
             table: &rel.display(),
@@ -231,7 +231,7 @@ pub(crate) fn _exempt(tbl: pg_sys::Oid, reason: Option<&str>) -> String {
 pub(crate) fn _unexempt(tbl: pg_sys::Oid) -> String {
     let _internal = crate::session::Internal::enter();
     let rel = RelInfo::load(tbl);
-    rel.check_protectable("unexempt");
+    crate::protect::check_target(&rel, "unexempt");
     let removed = spi(Spi::connect_mut(|client| {
         client
             .update(

@@ -520,11 +520,11 @@ pub(crate) fn execute(plans: &[TablePlan]) -> String {
 pub(crate) fn unprotect_plans(tbl: pg_sys::Oid) -> Option<Vec<TablePlan>> {
     let root = RelInfo::load(tbl);
     let registration = load_registration(&root)?;
-    root.check_protectable("unprotect");
+    crate::protect::check_target(&root, "unprotect");
     let mut plans = vec![plan_unprotect(&root, &registration)];
     for part in root.partitions() {
         if let Some(reg) = load_registration(&part) {
-            part.check_protectable("unprotect");
+            crate::protect::check_target(&part, "unprotect");
             plans.push(plan_unprotect(&part, &reg));
         }
     }

@@ -135,7 +135,7 @@ unsafe fn begin(
         started_at,
         busy_us: 0,
         active_since: if active { started_at } else { 0 },
-        tenant: copy_name(crate::pg::settings::tenant_for_log()),
+        tenant: copy_name(crate::tenant::values::tenant_for_log()),
         app_user: copy_name(named_setting(1)),
         source,
         location,

@@ -520,3 +520,43 @@ tenant_fn!(
     Kind::Text,
     true
 );
+
+/// The session's tenant as the slow-query log records it: the tenant setting's value, or what
+/// its JSON path finds, and NULL for a session-level value under tenantguard.tenant_scope =
+/// transaction. Never raises, never panics.
+pub(crate) fn tenant_for_log() -> *const c_char {
+    if crate::tenant::token::required() {
+        thread_local! {
+            static SIGNED: RefCell<CString> = RefCell::new(CString::default());
+        }
+        let tenant = crate::tenant::token::verified_tenant().unwrap_or_default();
+        return SIGNED.with(|s| match s.try_borrow_mut() {
+            Ok(mut s) => {
+                if s.as_bytes() != tenant.as_slice() {
+                    *s = CString::new(tenant).unwrap_or_default();
+                }
+                if s.as_bytes().is_empty() {
+                    ptr::null()
+                } else {
+                    s.as_ptr()
+                }
+            }
+            Err(_) => ptr::null(),
+        });
+    }
+    let var = crate::pg::settings::lookup(0);
+    if var.is_null() {
+        return ptr::null();
+    }
+    // SAFETY: a live setting; the spec path only reads it.
+    unsafe {
+        if crate::gucs::tenant_scope_transaction() && !transaction_scoped(var) {
+            return ptr::null();
+        }
+        let value = value_of(var);
+        if value.is_null() || !crate::gucs::tenant_setting_has_path() {
+            return value;
+        }
+        found_for_log(value)
+    }
+}
