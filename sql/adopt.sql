@@ -51,7 +51,8 @@ DECLARE
     b text[];
     k text[];
     f text[];
-    holders text;
+    sd_fns regprocedure[];
+    sd_words text[];
 BEGIN
     IF schemas IS NOT NULL AND EXISTS (SELECT 1 FROM unnest(schemas) s
                                         WHERE NOT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = s)) THEN
@@ -60,6 +61,16 @@ BEGIN
               USING ERRCODE = 'invalid_schema_name',
                     HINT = 'Pass existing schema names, or NULL for every schema.';
     END IF;
+    -- SECURITY DEFINER functions and the words of their bodies (' w1 w2 ... '), split once here
+    -- rather than once per table.
+    SELECT array_agg(p.oid::regprocedure ORDER BY p.oid::regprocedure::text),
+           array_agg(' ' || array_to_string(regexp_split_to_array(
+                         lower(COALESCE(pg_get_function_sqlbody(p.oid), p.prosrc)), '[^a-z0-9_$]+'), ' ') || ' '
+                     ORDER BY p.oid::regprocedure::text)
+      INTO sd_fns, sd_words
+      FROM pg_proc p
+     WHERE p.prosecdef AND p.pronamespace NOT IN (SELECT oid FROM pg_namespace
+                                                   WHERE nspname IN ('pg_catalog', 'information_schema', 'tenantguard'));
     FOR r IN
         WITH locks AS MATERIALIZED (
             SELECT l.relation, count(DISTINCT l.pid) AS sessions,
@@ -213,17 +224,10 @@ BEGIN
                                    ELSE format('-- PostgreSQL 14 has no security_invoker: give %s an owner that does not bypass RLS, or a WHERE on the tenant', d.obj) END;
                 END IF;
             END LOOP;
-            FOR d IN
-                SELECT p.oid::regprocedure AS fn
-                  FROM pg_proc p
-                 WHERE p.prosecdef AND p.pronamespace NOT IN (SELECT oid FROM pg_namespace
-                                                               WHERE nspname IN ('pg_catalog', 'information_schema', 'tenantguard'))
-                   AND lower(r.table_name) = ANY (regexp_split_to_array(
-                           lower(COALESCE(pg_get_function_sqlbody(p.oid), p.prosrc)), '[^a-z0-9_$]+'))
-                 ORDER BY 1
-            LOOP
-                k := k || format('SECURITY DEFINER function %s reads the table with its owner''s rights', d.fn);
-                f := f || format('ALTER FUNCTION %s SECURITY INVOKER;', d.fn);
+            FOR i IN 1 .. COALESCE(cardinality(sd_fns), 0) LOOP
+                CONTINUE WHEN strpos(sd_words[i], ' ' || lower(r.table_name) || ' ') = 0;
+                k := k || format('SECURITY DEFINER function %s reads the table with its owner''s rights', sd_fns[i]);
+                f := f || format('ALTER FUNCTION %s SECURITY INVOKER;', sd_fns[i]);
             END LOOP;
             -- The owner as the application's role: it can switch the protection off.
             IF r.owner_logs_in THEN

@@ -14,6 +14,8 @@ INSERT INTO orders VALUES (1, 'aaaaaaaa-0000-0000-0000-000000000001', 1);
 CREATE TABLE legacy (id int PRIMARY KEY, tenant_id uuid);
 INSERT INTO legacy VALUES (1, NULL), (2, NULL), (3, 'aaaaaaaa-0000-0000-0000-000000000001');
 CREATE VIEW order_list AS SELECT * FROM orders;
+CREATE FUNCTION count_customers() RETURNS bigint SECURITY DEFINER LANGUAGE sql
+  AS 'SELECT count(*) FROM adopt.customers';
 CREATE TABLE events (id int, tenant_id uuid NOT NULL, at date NOT NULL) PARTITION BY RANGE (at);
 CREATE TABLE events_2026 PARTITION OF events FOR VALUES FROM ('2026-01-01') TO ('2027-01-01');
 CREATE TABLE lookup (id int PRIMARY KEY);
