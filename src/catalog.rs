@@ -29,6 +29,36 @@ pub fn kept_select<R>(
     })
 }
 
+/// [`kept_select`] for a catalog probe on the DDL path (protect(), auto-protect, the registry),
+/// planned and run with `enable_seqscan = off`. A kept plan keeps the plan it was given at its
+/// sixth run: made while pg_policy, pg_attrdef, pg_inherits or the registry were a page or two
+/// (a new database), it would scan them whole for good, however many rows they grow to (1,000
+/// auto-protected tables made each CREATE TABLE five times slower). Only for lookups by key, which
+/// an index serves.
+pub fn probe_select<R>(
+    plan: &'static LocalKey<OnceCell<OwnedPreparedStatement>>,
+    sql: &str,
+    types: &[PgOid],
+    args: &[DatumWithOid<'_>],
+    read: impl FnOnce(SpiTupleTable<'_>) -> Result<R, pgrx::spi::Error>,
+) -> R {
+    crate::pg::raw::with_setting(c"enable_seqscan", c"off", || {
+        kept_select(plan, sql, types, args, read)
+    })
+}
+
+/// [`kept_first`] as a [`probe_select`].
+pub fn probe_first<T: FromDatum + IntoDatum>(
+    plan: &'static LocalKey<OnceCell<OwnedPreparedStatement>>,
+    sql: &str,
+    types: &[PgOid],
+    args: &[DatumWithOid<'_>],
+) -> Option<T> {
+    crate::pg::raw::with_setting(c"enable_seqscan", c"off", || {
+        kept_first(plan, sql, types, args)
+    })
+}
+
 /// Like [`kept_select`], for a statement that writes.
 pub fn kept_update(
     plan: &'static LocalKey<OnceCell<OwnedPreparedStatement>>,
@@ -282,15 +312,21 @@ impl TenantColumn {
 
 /// A column's DEFAULT as PostgreSQL deparses it with only pg_catalog on the search path (so every
 /// other schema is written out), or None.
+/// A kept plan (protect() asks for every table it protects), always run under the same
+/// search_path, so that it is not planned again.
 pub fn column_default(rel: &RelInfo, column: &str) -> Option<String> {
+    thread_local! {
+        static PLAN: OnceCell<OwnedPreparedStatement> = const { OnceCell::new() };
+    }
     crate::pg::raw::with_setting(c"search_path", c"pg_catalog", || {
-        spi(Spi::get_one_with_args::<String>(
-            "SELECT (SELECT pg_catalog.pg_get_expr(d.adbin, d.adrelid)
-                       FROM pg_catalog.pg_attrdef d
-                       JOIN pg_catalog.pg_attribute a
-                         ON a.attrelid = d.adrelid AND a.attnum = d.adnum
-                      WHERE d.adrelid = $1 AND a.attname = $2)",
+        probe_first::<String>(
+            &PLAN,
+            "SELECT pg_catalog.pg_get_expr(d.adbin, d.adrelid)
+               FROM pg_catalog.pg_attrdef d
+               JOIN pg_catalog.pg_attribute a ON a.attrelid = d.adrelid AND a.attnum = d.adnum
+              WHERE d.adrelid = $1 AND a.attname = $2",
+            &[OID, TEXT],
             &[rel.oid.into(), column.into()],
-        ))
+        )
     })
 }

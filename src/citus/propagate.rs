@@ -266,7 +266,8 @@ pub(crate) fn context_settings() -> Option<Vec<(String, String)>> {
 
 /// The tenant and role settings protected tables name; `None` when tenantguard is not installed
 /// in this database. Read once and kept until the registry changes: a statement trigger on the
-/// registry (`_registry_changed`) sends a relcache invalidation of it to every backend.
+/// registry (`_registry_changed`) sends a relcache invalidation (of its primary key's index) to
+/// every backend.
 fn registry_names() -> Option<Vec<String>> {
     crate::pg::callbacks::register_once(&CALLBACK, Some(registry_invalidated), &[]);
     if let Some(names) = REGISTRY_NAMES.with(|r| r.borrow().clone()) {
@@ -313,18 +314,39 @@ unsafe extern "C-unwind" fn registry_invalidated(_arg: pg_sys::Datum, relid: pg_
 }
 
 /// `tenantguard._registry_changed()`, a statement trigger on the registry: every backend reads
-/// the setting names again.
+/// the setting names again. Also `tenantguard._tenants_changed()` on a hierarchy's tenants table
+/// (src/tenant/subtree.rs), whose listeners look for that table's own invalidation.
+///
+/// The registry's listeners take any relcache invalidation as theirs, so the registry sends one
+/// for its primary key's index rather than for the table: an invalidation of the table would make
+/// every backend parse and plan again every statement that reads the registry (protect()'s and
+/// auto-protect's catalog probes among them), once per registry change, which made each
+/// auto-protected CREATE TABLE plan them all again.
 #[no_mangle]
 #[pg_guard]
 pub extern "C-unwind" fn tenantguard_registry_changed(
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> pg_sys::Datum {
-    // SAFETY: the trigger's TriggerData, checked to be one, and an invalidation of its relation.
+    // SAFETY: the trigger's TriggerData, checked to be one; the relation is open and locked by
+    // the statement that fired it, and its index list comes from its relcache entry.
     unsafe {
         let ctx = (*fcinfo).context;
         if !ctx.is_null() && (*ctx).type_ == pg_sys::NodeTag::T_TriggerData {
-            let td = ctx as *mut pg_sys::TriggerData;
-            pg_sys::CacheInvalidateRelcache((*td).tg_relation);
+            let rel = (*(ctx as *mut pg_sys::TriggerData)).tg_relation;
+            let own = pg_sys::get_namespace_name((*(*rel).rd_rel).relnamespace);
+            let is_registry = !own.is_null() && CStr::from_ptr(own).to_bytes() == b"tenantguard";
+            let index = if is_registry {
+                // RelationGetIndexList fills rd_pkindex in.
+                pg_sys::list_free(pg_sys::RelationGetIndexList(rel));
+                (*rel).rd_pkindex
+            } else {
+                pg_sys::InvalidOid
+            };
+            if index != pg_sys::InvalidOid {
+                pg_sys::CacheInvalidateRelcacheByRelid(index);
+            } else {
+                pg_sys::CacheInvalidateRelcache(rel);
+            }
         }
     }
     pg_sys::Datum::from(0)

@@ -1,7 +1,7 @@
 //! Auto-protect: a table that gains the tenant column is protected in the same transaction, and
 //! options that name a column follow it when it is renamed.
 
-use crate::catalog::kept_select;
+use crate::catalog::probe_select;
 use crate::errors::{spi, Error};
 use crate::gucs::{self, AutoProtect};
 use crate::pg::nodes::{list_nodes, range_var_oid};
@@ -226,7 +226,7 @@ pub(crate) unsafe fn auto_protect(parsetree: *mut pg_sys::Node, mode: AutoProtec
     let todo: Vec<(pg_sys::Oid, String)> = candidates
         .into_iter()
         .filter_map(|oid| {
-            kept_select(
+            probe_select(
                 &CANDIDATES_PLAN,
                 "SELECT pg_catalog.format('%I.%I', n.nspname, c.relname)
                    FROM pg_catalog.pg_class c

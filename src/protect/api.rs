@@ -1,7 +1,7 @@
 //! The SQL-facing entry points: protect() (and its callers, auto-protect and the event triggers'
 //! follow-ups), unprotect(), exempt() and unexempt().
 
-use crate::catalog::{kept_first, RelInfo, TenantColumn, OID};
+use crate::catalog::{probe_first, RelInfo, TenantColumn, OID};
 use crate::errors::{spi, Error};
 use crate::protect::options::{resolve_options, ProtectArgs};
 use crate::protect::planner::{execute, plan_protect, render_script, unprotect_plans, TablePlan};
@@ -79,7 +79,7 @@ pub fn auto_protect(tbl: pg_sys::Oid) -> String {
         static PARENT_PLAN: OnceCell<OwnedPreparedStatement> = const { OnceCell::new() };
         static ADMIN_PLAN: OnceCell<OwnedPreparedStatement> = const { OnceCell::new() };
     }
-    let inherited = kept_first::<JsonB>(
+    let inherited = probe_first::<JsonB>(
         &PARENT_PLAN,
         "SELECT r.options FROM pg_catalog.pg_inherits i
            JOIN tenantguard.registry r ON r.relid = i.inhparent
@@ -89,7 +89,7 @@ pub fn auto_protect(tbl: pg_sys::Oid) -> String {
     )
     .and_then(|j| crate::protect::registry::options_from_registry(j.0));
     let mut options = inherited.unwrap_or_else(|| {
-        let admin_exists = kept_first::<bool>(
+        let admin_exists = probe_first::<bool>(
             &ADMIN_PLAN,
             "SELECT true FROM pg_catalog.pg_roles WHERE rolname = 'tenantguard_admin'",
             &[],
@@ -154,7 +154,7 @@ pub fn adopt_parent_options(tbl: pg_sys::Oid) -> Option<String> {
     thread_local! {
         static PLAN: OnceCell<OwnedPreparedStatement> = const { OnceCell::new() };
     }
-    let parent = kept_first::<JsonB>(
+    let parent = probe_first::<JsonB>(
         &PLAN,
         "SELECT r.options FROM pg_catalog.pg_inherits i
            JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid AND c.relispartition

@@ -2,7 +2,7 @@
 //! (unprotect), planned first and then run, or returned for a dry run: the dry run shows exactly
 //! what a real run executes, and a failure on any statement rolls back all of them.
 
-use crate::catalog::{kept_select, RelInfo, TenantColumn, OID};
+use crate::catalog::{probe_select, RelInfo, TenantColumn, OID};
 use crate::errors::{spi, Error};
 use crate::protect::registry::{
     is_exempt, live_policies, load_registration, LivePolicy, RecordedPolicy, Registration,
@@ -366,7 +366,7 @@ pub fn truncate_or_references_grantees(rel: &RelInfo) -> Vec<String> {
     thread_local! {
         static PLAN: OnceCell<OwnedPreparedStatement> = const { OnceCell::new() };
     }
-    kept_select(
+    probe_select(
         &PLAN,
         "SELECT DISTINCT CASE WHEN a.grantee = 0 THEN 'public'
                               ELSE pg_catalog.pg_get_userbyid(a.grantee)::text END

@@ -2,7 +2,7 @@
 //! each expression as stored, triggers, the RLS flags from before), how a table's protection
 //! drifted from it, and the only ways a row is written (`_register`, `_unregister`).
 
-use crate::catalog::{kept_first, kept_select, kept_update, RelInfo, OID, TEXT};
+use crate::catalog::{kept_update, probe_first, probe_select, RelInfo, OID, TEXT};
 use crate::errors::{spi, Error};
 use crate::protect::templates::{PolicySpec, ProtectOptions};
 use crate::protect::triggers;
@@ -89,7 +89,7 @@ pub(crate) fn load_registration(rel: &RelInfo) -> Option<Registration> {
     thread_local! {
         static PLAN: OnceCell<OwnedPreparedStatement> = const { OnceCell::new() };
     }
-    kept_select(
+    probe_select(
         &PLAN,
         "SELECT options, policies, rls_was_enabled, rls_was_forced, tenant_column::text,
                 triggers::text[]
@@ -126,7 +126,7 @@ pub(crate) fn live_policies(relid: pg_sys::Oid) -> Vec<LivePolicy> {
     }
     // The deparsed expressions name every object outside pg_catalog with its schema.
     crate::pg::raw::with_setting(c"search_path", c"pg_catalog, pg_temp", || {
-        kept_select(
+        probe_select(
         &PLAN,
         "SELECT p.polname::text, p.polcmd::text, p.polpermissive,
                 ARRAY(SELECT CASE WHEN r = 0 THEN 'public' ELSE pg_catalog.pg_get_userbyid(r)::text END
@@ -217,7 +217,7 @@ pub(crate) fn is_exempt(rel: &RelInfo) -> bool {
     thread_local! {
         static PLAN: OnceCell<OwnedPreparedStatement> = const { OnceCell::new() };
     }
-    kept_first::<bool>(
+    probe_first::<bool>(
         &PLAN,
         "SELECT true FROM tenantguard.exemptions WHERE relid = $1",
         &[OID],
@@ -243,7 +243,7 @@ pub fn drift(rel: &RelInfo) -> Vec<String> {
     thread_local! {
         static COLUMN_PLAN: OnceCell<OwnedPreparedStatement> = const { OnceCell::new() };
     }
-    let has_column = kept_first::<bool>(
+    let has_column = probe_first::<bool>(
         &COLUMN_PLAN,
         "SELECT true FROM pg_catalog.pg_attribute
           WHERE attrelid = $1 AND attname = $2 AND attnum > 0 AND NOT attisdropped",
@@ -281,7 +281,7 @@ pub fn is_recorded_policy(relid: pg_sys::Oid, policy: &str) -> bool {
     thread_local! {
         static PLAN: OnceCell<OwnedPreparedStatement> = const { OnceCell::new() };
     }
-    kept_first::<bool>(
+    probe_first::<bool>(
         &PLAN,
         "SELECT true FROM tenantguard.registry
           WHERE relid = $1
@@ -297,7 +297,7 @@ pub fn registered_tenant_column(tbl: pg_sys::Oid) -> Option<String> {
     thread_local! {
         static PLAN: OnceCell<OwnedPreparedStatement> = const { OnceCell::new() };
     }
-    kept_first::<String>(
+    probe_first::<String>(
         &PLAN,
         "SELECT tenant_column::text FROM tenantguard.registry WHERE relid = $1",
         &[OID],

@@ -2,7 +2,7 @@
 //! trigger. Planned here as SQL, like the policies, so the dry run shows them and unprotect()
 //! removes exactly them.
 
-use crate::catalog::{column_base_type, kept_select, RelInfo, OID};
+use crate::catalog::{column_base_type, probe_select, RelInfo, OID};
 use crate::errors::Error;
 use crate::protect::templates::ProtectOptions;
 use pgrx::prelude::*;
@@ -126,7 +126,7 @@ pub fn live_triggers(relid: pg_sys::Oid) -> Vec<LiveTrigger> {
     thread_local! {
         static PLAN: OnceCell<OwnedPreparedStatement> = const { OnceCell::new() };
     }
-    kept_select(
+    probe_select(
         &PLAN,
         // The function schema-qualified whatever the search_path (regprocedure's text leaves the
         // schema out when it is on the path, and the comparison with the spec would fail).
