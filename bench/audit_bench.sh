@@ -63,7 +63,7 @@ for r in $(seq 1 "$rounds"); do
       done
     fi
     printf '%s\t%s\t%s\t%s\n' "$r" "$v" "$ins" "$upd" >>"$results"
-    psql_su -c "SET client_min_messages = warning; DROP TABLE t_$v; TRUNCATE audit_logs, audit_jsonb, tenantguard.audit_log; CHECKPOINT"
+    psql_su -c "SET client_min_messages = warning; DROP TABLE t_$v; TRUNCATE audit_logs, audit_jsonb, tenantguard._audit_log; CHECKPOINT"
   done
 done
 
