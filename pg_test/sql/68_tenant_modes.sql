@@ -223,10 +223,18 @@ RESET app.current_tenant_id;
 \c - tg_owner
 CREATE TABLE modes.private_tree (id bigint PRIMARY KEY, up bigint);
 INSERT INTO modes.private_tree VALUES (2, NULL), (30, 2);
+-- One it may read and change: without the trigger protect() attaches to a hierarchy's tenants
+-- table, a subtree holds for the transaction that computed it, and a change shows in the next.
+CREATE TABLE modes.shared_tree (id bigint PRIMARY KEY, up bigint);
+INSERT INTO modes.shared_tree VALUES (2, NULL), (30, 2);
+GRANT SELECT, INSERT ON modes.shared_tree TO tg_app;
 \c - tg_app
 SET app.current_tenant_id = '2';
 SELECT tenantguard.tenant_subtree_bigint('app.current_tenant_id', 'modes.private_tree'::regclass, 'id', 'up', false);
 \echo sqlstate :LAST_ERROR_SQLSTATE
+SELECT tenantguard.tenant_subtree_bigint('app.current_tenant_id', 'modes.shared_tree'::regclass, 'id', 'up', false) AS shared;
+INSERT INTO modes.shared_tree VALUES (31, 2);
+SELECT tenantguard.tenant_subtree_bigint('app.current_tenant_id', 'modes.shared_tree'::regclass, 'id', 'up', false) AS next_transaction;
 RESET app.current_tenant_id;
 \c - postgres
 SET search_path = modes;
