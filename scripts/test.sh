@@ -2,7 +2,8 @@
 # Runs every tenantguard test: formatting and lints, then on each PostgreSQL major the #[pg_test]
 # unit tests and the pg_regress suite in pg_test/ (real sessions, real roles, the attack suite,
 # the docs' SQL examples) against a throwaway cluster. With 15, the PgBouncer test
-# (scripts/pgbouncer_test.sh), pgTAP under pg_prove (scripts/pgtap_test.sh), adoption on a live
+# (scripts/pgbouncer_test.sh), pgTAP under pg_prove (scripts/pgtap_test.sh), the slow-query ring
+# read while written and flushed (scripts/slowlog_readers_test.sh), adoption on a live
 # database (scripts/adopt_test.sh: 2,000 tables under pgbench traffic) and the Citus suite
 # (scripts/citus_test.sh: a coordinator and two workers). With every major (the default), then the
 # lifecycle: the upgrade from the previous release (scripts/upgrade_test.sh), pg_upgrade and a
@@ -84,6 +85,9 @@ case " $majors " in
     echo "== pgTAP: test_isolation() and assert_enforced() under pg_prove (PostgreSQL 15)"
     bash scripts/pgtap_test.sh
     passed=$((passed + 1)); summary+=("pgTAP: pg_prove as an application role and as a superuser")
+    echo "== the slow-query ring read while it is written and flushed (PostgreSQL 15)"
+    bash scripts/slowlog_readers_test.sh
+    passed=$((passed + 1)); summary+=("slow-query ring: nothing lost or doubled across flushes under a reader")
     echo "== adopting on a live database: 2,000 tables, traffic, a long lock (PostgreSQL 15)"
     bash scripts/adopt_test.sh | tee /tmp/tenantguard-adopt.log
     passed=$((passed + 1)); summary+=("adoption: adopt() on 2,000 tables under pgbench traffic")

@@ -5,7 +5,7 @@ use crate::catalog::kept_first;
 use crate::errors::{spi, Error};
 use crate::privileges;
 use crate::session;
-use crate::slowlog::ring::{self, require_preload, snapshot, Entry, STATUS_CANCELLED, STATUS_OK};
+use crate::slowlog::ring::{self, require_preload, snapshot, Copied, STATUS_CANCELLED, STATUS_OK};
 use pgrx::prelude::*;
 use pgrx::spi::OwnedPreparedStatement;
 use pgrx::{PgBuiltInOids, PgOid};
@@ -38,7 +38,7 @@ type SlowRow = (
     i64,
 );
 
-fn to_row(e: &Entry) -> SlowRow {
+fn to_row(e: &Copied) -> SlowRow {
     // SAFETY: catalog lookups by OID; NULL when the database or role is gone.
     let (database, user) = unsafe {
         let d = pg_sys::get_database_name(e.dbid);
@@ -78,7 +78,7 @@ fn to_row(e: &Entry) -> SlowRow {
 /// pg_read_all_stats; otherwise this database's entries of the caller's tenant. Another role's
 /// statement text and query id are blanked unless the caller is one of the first three, as
 /// pg_stat_statements shows them.
-fn visible() -> Vec<Entry> {
+fn visible() -> Vec<Copied> {
     let all = privileges::reads_all_stats();
     let tenant = crate::tenant::context::tenant_value();
     // SAFETY: globals of the backend.

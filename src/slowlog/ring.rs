@@ -1,5 +1,12 @@
 //! The shared-memory ring of slow queries: a fixed number of slots (tenantguard.slow_query_max,
-//! set at server start) under one LWLock; entries are numbered, and the number only grows.
+//! set at server start); entries are numbered, and the number only grows.
+//!
+//! Writers take the ring's LWLock (exclusive) to number an entry and fill its slot. Readers take no
+//! lock: each slot has a change count that a writer makes odd before it writes the slot and even
+//! after, and a reader keeps its copy of a slot only when the count was even and the same before
+//! and after the copy (the protocol of PostgreSQL's backend status array, `st_changecount`). A
+//! reader of the whole ring (up to about 86 MB at the maximum size) therefore never holds writers
+//! up.
 
 use crate::errors::Error;
 use crate::gucs;
@@ -7,6 +14,7 @@ use crate::pg::raw;
 use pgrx::prelude::*;
 use std::ffi::CStr;
 use std::ptr;
+use std::sync::atomic::{fence, AtomicU64, Ordering};
 
 pub(crate) const TEXT_MAX: usize = 4096;
 pub(crate) const NAME_MAX: usize = 64;
@@ -15,10 +23,52 @@ pub(crate) const STATUS_OK: u8 = 0;
 pub(crate) const STATUS_ERROR: u8 = 1;
 pub(crate) const STATUS_CANCELLED: u8 = 2;
 
-/// One ring slot. `seq` 0 means empty.
+/// One ring slot: the fixed fields, then the statement's text. `seq` 0 means empty.
+#[repr(C)]
+pub(crate) struct Entry {
+    pub(crate) head: Head,
+    pub(crate) query: [u8; TEXT_MAX],
+}
+
+/// A copy of a slot: the fixed fields and only the text's `query_len` bytes, so that a reader
+/// copies a few hundred bytes per entry, not 4 kB.
+pub(crate) struct Copied {
+    pub(crate) head: Head,
+    pub(crate) query: Vec<u8>,
+}
+
+impl std::ops::Deref for Entry {
+    type Target = Head;
+    fn deref(&self) -> &Head {
+        &self.head
+    }
+}
+
+impl std::ops::DerefMut for Entry {
+    fn deref_mut(&mut self) -> &mut Head {
+        &mut self.head
+    }
+}
+
+impl std::ops::Deref for Copied {
+    type Target = Head;
+    fn deref(&self) -> &Head {
+        &self.head
+    }
+}
+
+impl std::ops::DerefMut for Copied {
+    fn deref_mut(&mut self) -> &mut Head {
+        &mut self.head
+    }
+}
+
+/// A slot's fixed fields.
 #[repr(C)]
 #[derive(Clone, Copy)]
-pub(crate) struct Entry {
+pub(crate) struct Head {
+    /// Odd while a writer fills the slot (see the module).
+    pub(crate) changecount: u64,
     pub(crate) seq: u64,
     pub(crate) started_at: i64,
     pub(crate) duration_us: i64,
@@ -33,7 +83,6 @@ pub(crate) struct Entry {
     pub(crate) query_len: u16,
     pub(crate) tenant: [u8; NAME_MAX],
     pub(crate) app_user: [u8; NAME_MAX],
-    pub(crate) query: [u8; TEXT_MAX],
 }
 
 #[repr(C)]
@@ -65,13 +114,80 @@ pub(crate) fn ring_size() -> usize {
     std::mem::size_of::<Ring>() + entry_size() * gucs::slow_query_max() as usize
 }
 
-/// The ring's entries.
+/// The ring's first slot.
 ///
 /// # Safety
 /// RING must be attached.
-pub(crate) unsafe fn entries<'a>() -> &'a mut [Entry] {
-    let base = (RING as *mut u8).add(std::mem::size_of::<Ring>()) as *mut Entry;
-    std::slice::from_raw_parts_mut(base, (*RING).capacity as usize)
+unsafe fn slots() -> *mut Entry {
+    (RING as *mut u8).add(std::mem::size_of::<Ring>()) as *mut Entry
+}
+
+/// A slot's change count.
+///
+/// # Safety
+/// `slot` points into the attached ring.
+unsafe fn changecount<'a>(slot: *mut Entry) -> &'a AtomicU64 {
+    // SAFETY: an aligned u64 in shared memory that is only ever accessed atomically.
+    AtomicU64::from_ptr(ptr::addr_of_mut!((*slot).head.changecount))
+}
+
+/// Changes a slot as a writer: the count is odd while `change` runs.
+///
+/// # Safety
+/// The caller holds the ring's lock exclusively, and `slot` points into the attached ring.
+unsafe fn write_slot(slot: *mut Entry, change: impl FnOnce(&mut Entry)) {
+    let count = changecount(slot);
+    count.fetch_add(1, Ordering::Relaxed);
+    // The odd count is visible before any of the slot's new bytes.
+    fence(Ordering::SeqCst);
+    change(&mut *slot);
+    // Every new byte is visible before the count is even again.
+    fence(Ordering::SeqCst);
+    count.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A consistent copy of a slot without the lock, or None when it is empty. A slot a writer is
+/// filling is waited for, never skipped: writers are numbered and write one at a time, so the
+/// entry being written is the newest, and a copy that left it out but held a later entry (from a
+/// slot read after the writer finished) would let flush_slow_queries(), which copies the entries
+/// numbered after the last one it stored, pass over it for good.
+///
+/// # Safety
+/// `slot` points into the attached ring.
+unsafe fn read_slot(slot: *mut Entry) -> Option<Copied> {
+    let count = changecount(slot);
+    let mut tries = 0u32;
+    let mut query = Vec::new();
+    loop {
+        let before = count.load(Ordering::Acquire);
+        if before % 2 == 0 {
+            // SAFETY: racy copies of plain bytes (no references, no Drop), the length clamped to
+            // the buffer, kept only if no writer touched the slot meanwhile, which the count
+            // checked after them shows.
+            let head = ptr::read_volatile(ptr::addr_of!((*slot).head));
+            let len = (head.query_len as usize).min(TEXT_MAX);
+            query.clear();
+            query.reserve(len);
+            ptr::copy_nonoverlapping(
+                ptr::addr_of!((*slot).query) as *const u8,
+                query.as_mut_ptr(),
+                len,
+            );
+            query.set_len(len);
+            fence(Ordering::Acquire);
+            if count.load(Ordering::Relaxed) == before {
+                return (head.seq != 0).then_some(Copied { head, query });
+            }
+        }
+        // A writer fills a slot in about a microsecond, unless it was descheduled meanwhile.
+        tries += 1;
+        if tries < 1000 {
+            std::hint::spin_loop();
+        } else {
+            pg_sys::pg_usleep(10);
+            pgrx::check_for_interrupts!();
+        }
+    }
 }
 
 pub(crate) fn preloaded() -> bool {
@@ -153,9 +269,11 @@ pub(crate) unsafe fn push(fill: impl FnOnce(&mut Entry)) {
     pg_sys::LWLockAcquire((*ring).lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
     let seq = (*ring).next;
     (*ring).next += 1;
-    let slot = &mut entries()[(seq % (*ring).capacity) as usize];
-    slot.seq = seq;
-    fill(slot);
+    let slot = slots().add((seq % (*ring).capacity) as usize);
+    write_slot(slot, |e| {
+        e.seq = seq;
+        fill(e);
+    });
     pg_sys::LWLockRelease((*ring).lock);
 }
 
@@ -168,24 +286,28 @@ pub(crate) unsafe fn clear() -> i64 {
     let ring = RING;
     pg_sys::LWLockAcquire((*ring).lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
     let mut n = 0;
-    for e in entries().iter_mut() {
-        if e.seq != 0 {
+    for i in 0..(*ring).capacity as usize {
+        let slot = slots().add(i);
+        if (*slot).head.seq != 0 {
             n += 1;
-            e.seq = 0;
+            write_slot(slot, |e| e.seq = 0);
         }
     }
     pg_sys::LWLockRelease((*ring).lock);
     n
 }
 
-/// A copy of the ring's entries, oldest first.
-pub(crate) fn snapshot() -> Vec<Entry> {
-    // SAFETY: the ring is attached (checked by the callers); read under the shared lock.
+/// A copy of the ring's entries, oldest first, read slot by slot without the lock (see the
+/// module): writers are never held up. An entry written while the copy runs may or may not be in
+/// it, as if it had come just after or just before; a slot a writer keeps changing all the while
+/// (100 tries) is left out, as an entry written after the copy would be.
+pub(crate) fn snapshot() -> Vec<Copied> {
+    // SAFETY: the ring is attached (checked by the callers); each slot is read by read_slot.
     unsafe {
         let ring = RING;
-        pg_sys::LWLockAcquire((*ring).lock, pg_sys::LWLockMode::LW_SHARED);
-        let mut out: Vec<Entry> = entries().iter().filter(|e| e.seq != 0).copied().collect();
-        pg_sys::LWLockRelease((*ring).lock);
+        let mut out: Vec<Copied> = (0..(*ring).capacity as usize)
+            .filter_map(|i| read_slot(slots().add(i)))
+            .collect();
         out.sort_by_key(|e| e.seq);
         out
     }
