@@ -122,6 +122,15 @@ unsafe fn slots() -> *mut Entry {
     (RING as *mut u8).add(std::mem::size_of::<Ring>()) as *mut Entry
 }
 
+/// The ring's next entry number.
+///
+/// # Safety
+/// `ring` is the attached ring.
+unsafe fn next<'a>(ring: *mut Ring) -> &'a AtomicU64 {
+    // SAFETY: an aligned u64 in shared memory, accessed atomically once the ring is set up.
+    AtomicU64::from_ptr(ptr::addr_of_mut!((*ring).next))
+}
+
 /// A slot's change count.
 ///
 /// # Safety
@@ -267,8 +276,8 @@ pub(crate) fn clip(bytes: &[u8], limit: usize) -> usize {
 pub(crate) unsafe fn push(fill: impl FnOnce(&mut Entry)) {
     let ring = RING;
     pg_sys::LWLockAcquire((*ring).lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
-    let seq = (*ring).next;
-    (*ring).next += 1;
+    // Atomic, for the readers that read it without the lock (`snapshot`).
+    let seq = next(ring).fetch_add(1, Ordering::SeqCst);
     let slot = slots().add((seq % (*ring).capacity) as usize);
     write_slot(slot, |e| {
         e.seq = seq;
@@ -298,15 +307,19 @@ pub(crate) unsafe fn clear() -> i64 {
 }
 
 /// A copy of the ring's entries, oldest first, read slot by slot without the lock (see the
-/// module): writers are never held up. An entry written while the copy runs may or may not be in
-/// it, as if it had come just after or just before; a slot a writer keeps changing all the while
-/// (100 tries) is left out, as an entry written after the copy would be.
+/// module): writers are never held up. Only entries numbered before the copy began are kept:
+/// writers may overtake a reader that is descheduled, and a copy holding entry N + 3 (written
+/// ahead of the reader) but not N (written just behind it) would let flush_slow_queries(), which
+/// copies the entries numbered after the last one it stored, pass over N for good. Entries
+/// written meanwhile come with the next copy.
 pub(crate) fn snapshot() -> Vec<Copied> {
     // SAFETY: the ring is attached (checked by the callers); each slot is read by read_slot.
     unsafe {
         let ring = RING;
+        let limit = next(ring).load(Ordering::SeqCst);
         let mut out: Vec<Copied> = (0..(*ring).capacity as usize)
             .filter_map(|i| read_slot(slots().add(i)))
+            .filter(|e| e.seq < limit)
             .collect();
         out.sort_by_key(|e| e.seq);
         out
