@@ -341,7 +341,7 @@ pub(crate) fn registry_facts(relid: pg_sys::Oid) -> Option<(bool, String, Vec<i1
     thread_local! {
         static PLAN: OnceCell<OwnedPreparedStatement> = const { OnceCell::new() };
     }
-    kept_select(
+    crate::catalog::probe_select(
         &PLAN,
         "SELECT COALESCE((r.options ->> 'audit')::boolean, false), r.tenant_column::text,
                 (SELECT i.indkey::int2[] FROM pg_catalog.pg_index i

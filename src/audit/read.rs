@@ -81,7 +81,7 @@ fn load(reader: pg_sys::Oid, table: pg_sys::Oid) -> Access {
     }
     // The nearest of the table and its ancestors (partitions and inheritance) that the role may
     // read any column of: rows of a partition are read through its parent.
-    let through: Option<(pg_sys::Oid, bool)> = kept_select(
+    let through: Option<(pg_sys::Oid, bool)> = crate::catalog::probe_select(
         &READ_THROUGH,
         "WITH RECURSIVE up(oid, depth) AS (
              SELECT $1, 0
@@ -135,7 +135,7 @@ fn load(reader: pg_sys::Oid, table: pg_sys::Oid) -> Access {
         ))
     };
     // A table no longer registered, or whose tenant column is gone, compares as text: exact.
-    let text_key = crate::catalog::kept_first::<bool>(
+    let text_key = crate::catalog::probe_first::<bool>(
         &KEY_KIND,
         "SELECT bt.typcategory = 'S'
            FROM tenantguard.registry r

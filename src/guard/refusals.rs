@@ -1,7 +1,7 @@
 //! The guard: DDL that would switch a protected table's protection off is refused, with the one
 //! sanctioned way out; and a GRANT of TRUNCATE or REFERENCES on a protected table is taken back.
 
-use crate::catalog::{kept_select, RelInfo};
+use crate::catalog::{probe_select, RelInfo};
 use crate::errors::{refusal_hint, spi, unprotect_hint, Error};
 use crate::pg::nodes::{list_nodes, range_var_oid};
 use crate::protect;
@@ -226,7 +226,8 @@ pub(crate) fn refuse_policy_change(relid: pg_sys::Oid, policy: &str) {
 
 /// Every protected table the command touched must still be intact.
 pub(crate) fn guard_end_state() {
-    let touched: Vec<pg_sys::Oid> = kept_select(
+    // A probe: a kept plan made while the registry was empty must not scan it whole later.
+    let touched: Vec<pg_sys::Oid> = probe_select(
         &TOUCHED_PLAN,
         "SELECT DISTINCT r.relid::oid
            FROM pg_catalog.pg_event_trigger_ddl_commands() c
