@@ -311,9 +311,8 @@ impl TenantColumn {
 }
 
 /// A column's DEFAULT as PostgreSQL deparses it with only pg_catalog on the search path (so every
-/// other schema is written out), or None.
-/// A kept plan (protect() asks for every table it protects), always run under the same
-/// search_path, so that it is not planned again.
+/// other schema is written out), or None. A kept plan (protect() asks for every table it
+/// protects), always run under the same search_path, so that it is not planned again.
 pub fn column_default(rel: &RelInfo, column: &str) -> Option<String> {
     thread_local! {
         static PLAN: OnceCell<OwnedPreparedStatement> = const { OnceCell::new() };

@@ -155,19 +155,19 @@ unsafe fn write_slot(slot: *mut Entry, change: impl FnOnce(&mut Entry)) {
     count.fetch_add(1, Ordering::Relaxed);
 }
 
-/// A consistent copy of a slot without the lock, or None when it is empty. A slot a writer is
-/// filling is waited for, never skipped: writers are numbered and write one at a time, so the
-/// entry being written is the newest, and a copy that left it out but held a later entry (from a
-/// slot read after the writer finished) would let flush_slow_queries(), which copies the entries
-/// numbered after the last one it stored, pass over it for good.
+/// A consistent copy of a slot without the lock, or None when it is empty or a writer is still
+/// filling it after a few tries. Skipping that slot loses nothing: writers take numbers and write
+/// one at a time under the lock, so the slot being written holds either the newest entry, which
+/// `snapshot` leaves out anyway when it was numbered after the copy began (and else the next copy
+/// takes, no later entry being in this one), or an entry it is overwriting, which the ring loses
+/// whatever the reader does.
 ///
 /// # Safety
 /// `slot` points into the attached ring.
 unsafe fn read_slot(slot: *mut Entry) -> Option<Copied> {
     let count = changecount(slot);
-    let mut tries = 0u32;
     let mut query = Vec::new();
-    loop {
+    for _ in 0..100 {
         let before = count.load(Ordering::Acquire);
         if before % 2 == 0 {
             // SAFETY: racy copies of plain bytes (no references, no Drop), the length clamped to
@@ -188,15 +188,9 @@ unsafe fn read_slot(slot: *mut Entry) -> Option<Copied> {
                 return (head.seq != 0).then_some(Copied { head, query });
             }
         }
-        // A writer fills a slot in about a microsecond, unless it was descheduled meanwhile.
-        tries += 1;
-        if tries < 1000 {
-            std::hint::spin_loop();
-        } else {
-            pg_sys::pg_usleep(10);
-            pgrx::check_for_interrupts!();
-        }
+        std::hint::spin_loop();
     }
+    None
 }
 
 pub(crate) fn preloaded() -> bool {
