@@ -57,6 +57,18 @@ PY
 done
 chmod -R a+rX "$TG_PG_ROOT"
 
+# postgres_exporter, for the test of docs/prometheus/tenantguard-queries.yaml: Debian's package
+# unpacked, not installed (no service is started).
+exporter=$TG_PG_ROOT/exporter/usr/bin/prometheus-postgres-exporter
+if [ ! -x "$exporter" ]; then
+  say "unpacking Debian's prometheus-postgres-exporter into $TG_PG_ROOT/exporter"
+  tmp=$(mktemp -d)
+  (cd "$tmp" && { apt-get download -q prometheus-postgres-exporter 2>/dev/null ||
+                  { apt-get update -q && apt-get download -q prometheus-postgres-exporter; }; })
+  dpkg-deb -x "$tmp"/prometheus-postgres-exporter_*.deb "$TG_PG_ROOT/exporter"
+  rm -rf "$tmp"
+fi
+
 if ! command -v cargo >/dev/null; then
   echo "cargo is not on PATH: install Rust (rustup) first" >&2
   exit 1

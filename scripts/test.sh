@@ -3,7 +3,8 @@
 # unit tests and the pg_regress suite in pg_test/ (real sessions, real roles, the attack suite,
 # the docs' SQL examples) against a throwaway cluster. With 15, the PgBouncer test
 # (scripts/pgbouncer_test.sh), pgTAP under pg_prove (scripts/pgtap_test.sh), the slow-query ring
-# read while written and flushed (scripts/slowlog_readers_test.sh), adoption on a live
+# read while written and flushed (scripts/slowlog_readers_test.sh), per-tenant usage with real
+# sessions and postgres_exporter (scripts/tenant_stats_test.sh), adoption on a live
 # database (scripts/adopt_test.sh: 2,000 tables under pgbench traffic) and the Citus suite
 # (scripts/citus_test.sh: a coordinator and two workers). With every major (the default), then the
 # lifecycle: the upgrade from the previous release (scripts/upgrade_test.sh), pg_upgrade and a
@@ -88,6 +89,9 @@ case " $majors " in
     echo "== the slow-query ring read while it is written and flushed (PostgreSQL 15)"
     bash scripts/slowlog_readers_test.sh
     passed=$((passed + 1)); summary+=("slow-query ring: nothing lost or doubled across flushes under a reader")
+    echo "== per-tenant usage with real sessions: counts, visibility, eviction, restart, exporter (PostgreSQL 15)"
+    bash scripts/tenant_stats_test.sh
+    passed=$((passed + 1)); summary+=("tenant stats: exact counts, visibility, eviction, restart and crash, postgres_exporter")
     echo "== adopting on a live database: 2,000 tables, traffic, a long lock (PostgreSQL 15)"
     bash scripts/adopt_test.sh | tee /tmp/tenantguard-adopt.log
     passed=$((passed + 1)); summary+=("adoption: adopt() on 2,000 tables under pgbench traffic")

@@ -67,3 +67,13 @@ REVOKE ALL ON FUNCTION tenantguard._flush_slow_queries() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION tenantguard.flush_slow_queries() TO tenantguard_admin;
 COMMENT ON FUNCTION tenantguard.flush_slow_queries() IS
   'Copy new slow-query ring entries of this database into tenantguard.slow_query_log, each exactly once; returns how many.';
+
+-- Per-tenant usage (src/slowlog/stats.rs, stats_api.rs): the functions are Rust; what they are for.
+COMMENT ON FUNCTION tenantguard.tenant_stats() IS
+  'Every top-level statement counted per database, role and tenant since the last reset: calls, time, rows, blocks, errors, timeouts. All rows for superusers, admins and pg_read_all_stats; the session tenant''s rows in this database otherwise.';
+COMMENT ON FUNCTION tenantguard.top_tenants(integer, text) IS
+  'The n heaviest tenants of tenant_stats() (every role added up per database and tenant), ranked by total_time, calls, mean_time, max_time, rows, shared_blks_hit, shared_blks_read, temp_blks_written, errors or timeouts.';
+COMMENT ON FUNCTION tenantguard.tenant_stats_info() IS
+  'The tenant stats table: its bound (tenantguard.tenant_stats_max), entries, evictions and last reset. For superusers, admins and pg_read_all_stats.';
+COMMENT ON FUNCTION tenantguard.reset_tenant_stats() IS
+  'Empty the tenant stats (superusers and tenantguard_admin); returns how many entries there were.';

@@ -18,6 +18,70 @@ STRICT STABLE PARALLEL SAFE
 LANGUAGE c /* Rust */
 AS 'MODULE_PATHNAME', '_reads_all_stats_wrapper';
 
+-- Per-tenant usage (src/slowlog/stats_api.rs, docs/tenant-stats.md).
+CREATE FUNCTION tenantguard."tenant_stats"() RETURNS TABLE (
+	"database" TEXT,  /* Option < String > */
+	"db_user" TEXT,  /* Option < String > */
+	"tenant_id" TEXT,  /* Option < String > */
+	"calls" bigint,  /* i64 */
+	"total_time_ms" double precision,  /* f64 */
+	"mean_time_ms" double precision,  /* f64 */
+	"max_time_ms" double precision,  /* f64 */
+	"rows" bigint,  /* i64 */
+	"shared_blks_hit" bigint,  /* i64 */
+	"shared_blks_read" bigint,  /* i64 */
+	"temp_blks_written" bigint,  /* i64 */
+	"errors" bigint,  /* i64 */
+	"timeouts" bigint,  /* i64 */
+	"first_seen" timestamp with time zone,  /* Option < TimestampWithTimeZone > */
+	"last_seen" timestamp with time zone  /* Option < TimestampWithTimeZone > */
+)
+STRICT VOLATILE PARALLEL RESTRICTED
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'tenant_stats_wrapper';
+CREATE FUNCTION tenantguard."tenant_stats_info"() RETURNS TABLE (
+	"max_entries" bigint,  /* i64 */
+	"entries" bigint,  /* i64 */
+	"evicted" bigint,  /* i64 */
+	"reset_at" timestamp with time zone  /* Option < TimestampWithTimeZone > */
+)
+STRICT VOLATILE PARALLEL RESTRICTED
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'tenant_stats_info_wrapper';
+CREATE FUNCTION tenantguard."top_tenants"(
+	"n" INT DEFAULT 10, /* i32 */
+	"by" TEXT DEFAULT 'total_time' /* & str */
+) RETURNS TABLE (
+	"database" TEXT,  /* Option < String > */
+	"tenant_id" TEXT,  /* Option < String > */
+	"calls" bigint,  /* i64 */
+	"total_time_ms" double precision,  /* f64 */
+	"mean_time_ms" double precision,  /* f64 */
+	"max_time_ms" double precision,  /* f64 */
+	"rows" bigint,  /* i64 */
+	"shared_blks_hit" bigint,  /* i64 */
+	"shared_blks_read" bigint,  /* i64 */
+	"temp_blks_written" bigint,  /* i64 */
+	"errors" bigint,  /* i64 */
+	"timeouts" bigint,  /* i64 */
+	"last_seen" timestamp with time zone  /* Option < TimestampWithTimeZone > */
+)
+STRICT VOLATILE PARALLEL RESTRICTED
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'top_tenants_wrapper';
+CREATE FUNCTION tenantguard."reset_tenant_stats"() RETURNS bigint /* i64 */
+STRICT VOLATILE PARALLEL UNSAFE
+LANGUAGE c /* Rust */
+AS 'MODULE_PATHNAME', 'reset_tenant_stats_wrapper';
+COMMENT ON FUNCTION tenantguard.tenant_stats() IS
+  'Every top-level statement counted per database, role and tenant since the last reset: calls, time, rows, blocks, errors, timeouts. All rows for superusers, admins and pg_read_all_stats; the session tenant''s rows in this database otherwise.';
+COMMENT ON FUNCTION tenantguard.top_tenants(integer, text) IS
+  'The n heaviest tenants of tenant_stats() (every role added up per database and tenant), ranked by total_time, calls, mean_time, max_time, rows, shared_blks_hit, shared_blks_read, temp_blks_written, errors or timeouts.';
+COMMENT ON FUNCTION tenantguard.tenant_stats_info() IS
+  'The tenant stats table: its bound (tenantguard.tenant_stats_max), entries, evictions and last reset. For superusers, admins and pg_read_all_stats.';
+COMMENT ON FUNCTION tenantguard.reset_tenant_stats() IS
+  'Empty the tenant stats (superusers and tenantguard_admin); returns how many entries there were.';
+
 -- Citus (src/citus/placements.rs).
 CREATE FUNCTION tenantguard."_citus_role"() RETURNS TEXT /* core::option::Option<&str> */
 STRICT STABLE PARALLEL SAFE

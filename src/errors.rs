@@ -212,6 +212,10 @@ pub enum Error<'a> {
     NeedsPreload {
         what: &'a str,
     },
+    /// What only those who read all statistics may read (42501).
+    NotStatsReader {
+        what: &'a str,
+    },
     /// "permission denied to {verb} {object}".
     NotAdmin {
         verb: &'a str,
@@ -280,7 +284,9 @@ impl Error<'_> {
             NotProtected { .. } => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             NoTokenKeys => ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
             BadTokenKeys { .. } => ERRCODE_INVALID_PARAMETER_VALUE,
-            NotOwner { .. } | NotAdmin { .. } => ERRCODE_INSUFFICIENT_PRIVILEGE,
+            NotOwner { .. } | NotAdmin { .. } | NotStatsReader { .. } => {
+                ERRCODE_INSUFFICIENT_PRIVILEGE
+            }
             NoTenantColumn { .. }
             | NoTimeColumn { .. }
             | AuditExcludeColumn { .. }
@@ -444,6 +450,7 @@ impl Error<'_> {
                 format!("{what} needs tenantguard in shared_preload_libraries")
             }
             NotAdmin { verb, object } => format!("permission denied to {verb} {object}"),
+            NotStatsReader { what } => format!("permission denied to read {what}"),
             BadTenantToken { reason } => format!("tenant token refused: {reason}"),
             NotProtected { table } => format!("table \"{table}\" is not protected by tenantguard"),
             NoTokenKeys => "no tenant token keys are configured".into(),
@@ -556,6 +563,9 @@ impl Error<'_> {
             NotAdmin { verb, .. } => {
                 format!("Only superusers and members of tenantguard_admin may {verb} it.")
             }
+            NotStatsReader { .. } => "Only superusers and members of tenantguard_admin or \
+                                      pg_read_all_stats may read it."
+                .into(),
             NotProtected { table } => format!(
                 "Protect it first: SELECT tenantguard.protect('{}').",
                 table.replace('\'', "''")

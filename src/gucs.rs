@@ -74,6 +74,8 @@ pub static SLOW_QUERY_TRACK: GucSetting<SlowQueryTrack> =
 pub static SLOW_QUERY_MAX: GucSetting<i32> = GucSetting::<i32>::new(1000);
 pub static SLOW_QUERY_TEXT_LIMIT: GucSetting<i32> = GucSetting::<i32>::new(1024);
 pub static SLOW_QUERY_FLUSH_MS: GucSetting<i32> = GucSetting::<i32>::new(0);
+pub static TENANT_STATS: GucSetting<bool> = GucSetting::<bool>::new(true);
+pub static TENANT_STATS_MAX: GucSetting<i32> = GucSetting::<i32>::new(10_000);
 pub static SLOW_QUERY_FLUSH_DATABASE: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"postgres"));
 
@@ -252,6 +254,14 @@ pub fn init() {
         GucContext::Sighup,
         GucFlags::UNIT_MS,
     );
+    GucRegistry::define_bool_guc(
+        c"tenantguard.tenant_stats",
+        c"Count every top-level statement per database, role and tenant (tenantguard.tenant_stats()).",
+        c"Needs tenantguard in shared_preload_libraries.",
+        &TENANT_STATS,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
     // Server-start settings can only be defined while shared_preload_libraries is processed
     // (PostgreSQL refuses them later); they only matter then anyway.
     // SAFETY: a plain global of the server.
@@ -263,6 +273,16 @@ pub fn init() {
             &SLOW_QUERY_MAX,
             16,
             20000,
+            GucContext::Postmaster,
+            GucFlags::default(),
+        );
+        GucRegistry::define_int_guc(
+            c"tenantguard.tenant_stats_max",
+            c"Number of (database, role, tenant) entries tenantguard.tenant_stats() keeps.",
+            c"Set at server start; when full, the least-called twentieth is evicted.",
+            &TENANT_STATS_MAX,
+            100,
+            1_000_000,
             GucContext::Postmaster,
             GucFlags::default(),
         );
@@ -295,6 +315,14 @@ pub fn slow_query_text_limit() -> i32 {
 
 pub fn slow_query_flush_ms() -> i32 {
     SLOW_QUERY_FLUSH_MS.get()
+}
+
+pub fn tenant_stats() -> bool {
+    TENANT_STATS.get()
+}
+
+pub fn tenant_stats_max() -> i32 {
+    TENANT_STATS_MAX.get()
 }
 
 pub fn slow_query_flush_database() -> String {

@@ -71,7 +71,11 @@ extension_sql_file!(
         reset_slow_queries,
         _flush_slow_queries,
         _reads_all_stats,
-        current_tenant
+        current_tenant,
+        tenant_stats,
+        top_tenants,
+        tenant_stats_info,
+        reset_tenant_stats
     ]
 );
 extension_sql_file!("../sql/lint.sql", name = "lint", requires = ["bootstrap"]);

@@ -49,6 +49,12 @@ extern "C-unwind" {
     pub fn GetCurrentTimestamp() -> TimestampTz;
     pub fn GetCurrentStatementStartTimestamp() -> TimestampTz;
     pub fn GetUserId() -> Oid;
+    /// Cannot fail for a backend holding fewer than 200 LWLocks (tenantguard holds one at most).
+    pub fn LWLockAcquire(
+        lock: *mut pgrx::pg_sys::LWLock,
+        mode: pgrx::pg_sys::LWLockMode::Type,
+    ) -> bool;
+    pub fn LWLockRelease(lock: *mut pgrx::pg_sys::LWLock);
     pub fn GetSessionUserId() -> Oid;
     pub fn pg_mbcliplen(mbstr: *const c_char, len: c_int, limit: c_int) -> c_int;
     /// Cannot fail with missing_ok = true and restrict_privileged = false; may raise with

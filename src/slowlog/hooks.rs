@@ -20,6 +20,7 @@ use crate::slowlog::own::nested_from_tenantguard;
 use crate::slowlog::ring::{
     self, clip, copy_name, preloaded, NAME_MAX, STATUS_CANCELLED, STATUS_ERROR, STATUS_OK, TEXT_MAX,
 };
+use crate::slowlog::stats;
 use pgrx::prelude::*;
 use std::cell::{Cell, RefCell};
 use std::ffi::CStr;
@@ -58,6 +59,11 @@ struct Running {
     queryid: u64,
     /// CALL or DO: a procedure that may COMMIT or ROLLBACK while it runs.
     procedure: bool,
+    /// Counted in the tenant stats (a top-level statement with tenantguard.tenant_stats on), as
+    /// the role it started as, from the buffer counters it started at.
+    counted: bool,
+    userid: pg_sys::Oid,
+    blocks: [i64; 3],
 }
 
 thread_local! {
@@ -70,14 +76,17 @@ thread_local! {
     static LAST_ERROR: Cell<Option<i32>> = const { Cell::new(None) };
 }
 
-fn tracked(level: u32) -> bool {
-    let threshold = gucs::slow_query_ms();
+/// Whether a statement at nesting `level` is timed for the slow-query log, and whether it is
+/// counted in the tenant stats (top-level statements only).
+fn tracked(level: u32) -> (bool, bool) {
     // A parallel worker runs part of a statement its leader times already.
     // SAFETY: a plain global of the backend.
-    threshold >= 0
-        && (level == 0 || gucs::slow_query_track_all())
-        && !session::internal()
-        && unsafe { pg_sys::ParallelWorkerNumber } < 0
+    if session::internal() || unsafe { pg_sys::ParallelWorkerNumber } >= 0 {
+        return (false, false);
+    }
+    let slow = gucs::slow_query_ms() >= 0 && (level == 0 || gucs::slow_query_track_all());
+    let counted = level == 0 && gucs::tenant_stats() && stats::attached();
+    (slow, counted)
 }
 
 /// The statement's own text within its source string (a string may hold several statements).
@@ -111,6 +120,7 @@ unsafe fn begin(
     stmt: *const pg_sys::PlannedStmt,
     active: bool,
     nested: bool,
+    counted: bool,
 ) -> Running {
     let (location, length, queryid) = if stmt.is_null() {
         (-1, 0, 0)
@@ -143,6 +153,9 @@ unsafe fn begin(
         copied,
         queryid,
         procedure: false,
+        counted,
+        userid: raw::GetUserId(),
+        blocks: if counted { stats::blocks_now() } else { [0; 3] },
     }
 }
 
@@ -162,7 +175,8 @@ fn status_of(code: Option<i32>) -> (u8, [u8; 5]) {
     (status, out)
 }
 
-/// Stops the clock; records the statement when it ran at least the threshold.
+/// Stops the clock; counts a top-level statement in the tenant stats, and records the statement
+/// when it ran at least the threshold.
 fn finish(run: &Running, rows: u64, status: u8, sqlstate: [u8; 5]) {
     let duration_us = run.busy_us
         + if run.active_since != 0 {
@@ -171,6 +185,23 @@ fn finish(run: &Running, rows: u64, status: u8, sqlstate: [u8; 5]) {
         } else {
             0
         };
+    if run.counted {
+        let now = stats::blocks_now();
+        let blocks = [
+            now[0] - run.blocks[0],
+            now[1] - run.blocks[1],
+            now[2] - run.blocks[2],
+        ];
+        stats::count(
+            run.userid,
+            &run.tenant,
+            run.started_at,
+            duration_us,
+            rows,
+            blocks,
+            status,
+        );
+    }
     let threshold = gucs::slow_query_ms();
     if threshold < 0 || duration_us < threshold as i64 * 1000 || !preloaded() {
         return;
@@ -257,8 +288,10 @@ fn push_running(run: Running) {
 
 /// Statements from index `from` on failed: record them, innermost first (with the SQLSTATE of
 /// the error that was reported, if any), and forget them.
-fn fail_from(from: usize) {
+/// Returns whether any statement was running.
+fn fail_from(from: usize) -> bool {
     let (status, sqlstate) = status_of(LAST_ERROR.with(|e| e.take()));
+    let mut any = false;
     loop {
         let run = RUNNING.with(|r| {
             let mut r = r.try_borrow_mut().ok()?;
@@ -269,7 +302,32 @@ fn fail_from(from: usize) {
             }
         });
         let Some(run) = run else { break };
+        any = true;
         finish(&run, 0, status, sqlstate);
+    }
+    any
+}
+
+/// A transaction aborted by an error when no statement was running: the statement failed
+/// before the executor or ProcessUtility saw it (a syntax error, an error while planning, a
+/// bad parameter). The tenant stats count it as a failed statement of the tenant set now.
+fn count_unseen_failure(code: i32) {
+    // SAFETY: plain globals of the backend.
+    if !gucs::tenant_stats() || !stats::attached() || unsafe { pg_sys::ParallelWorkerNumber } >= 0 {
+        return;
+    }
+    let (status, _) = status_of(Some(code));
+    // SAFETY: reads of the clock and the settings, as at a statement's start.
+    unsafe {
+        stats::count(
+            raw::GetUserId(),
+            &copy_name(crate::tenant::values::tenant_for_log()),
+            raw::GetCurrentStatementStartTimestamp(),
+            0,
+            0,
+            [0; 3],
+            status,
+        );
     }
 }
 
@@ -304,17 +362,36 @@ pub(crate) unsafe extern "C-unwind" fn xact_event(
                 clear_subxacts();
                 return;
             }
-            fail_from(0);
-            NESTING.with(|n| n.set(0));
+            let code = LAST_ERROR.with(|e| e.get());
+            let nesting = NESTING.with(|n| n.replace(0));
+            if !fail_from(0) && nesting == 0 {
+                if let Some(code) = code {
+                    count_unseen_failure(code);
+                }
+            }
             clear_subxacts();
+            publish_stats();
         }
         pg_sys::XactEvent::XACT_EVENT_COMMIT
         | pg_sys::XactEvent::XACT_EVENT_PARALLEL_COMMIT
         | pg_sys::XactEvent::XACT_EVENT_PREPARE => {
             clear_subxacts();
             LAST_ERROR.with(|e| e.set(None));
+            publish_stats();
         }
         _ => {}
+    }
+}
+
+/// The tenant stats this backend holds go to shared memory when enough has gathered, and always
+/// when the backend is exiting (a transaction it aborts on the way out comes after the exit
+/// callback's publish).
+fn publish_stats() {
+    // SAFETY: a plain global of the backend.
+    if unsafe { pg_sys::proc_exit_inprogress } {
+        stats::publish();
+    } else {
+        stats::maybe_publish();
     }
 }
 
@@ -350,7 +427,13 @@ pub(crate) unsafe extern "C-unwind" fn subxact_event(
         }
         pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB => {
             if let Some((nesting, running)) = popped() {
-                fail_from(running);
+                let code = LAST_ERROR.with(|e| e.get());
+                if !fail_from(running) && nesting == 0 && NESTING.with(|n| n.get()) == 0 {
+                    // A client's statement failed before it ran, inside a SAVEPOINT.
+                    if let Some(code) = code {
+                        count_unseen_failure(code);
+                    }
+                }
                 NESTING.with(|n| n.set(nesting));
             }
         }
@@ -361,7 +444,8 @@ pub(crate) unsafe extern "C-unwind" fn subxact_event(
 /// ExecutorStart, tenantguard's part: decide whether to time the statement, and start the clock.
 unsafe fn start_statement(query_desc: *mut pg_sys::QueryDesc, eflags: i32) {
     let level = NESTING.with(|n| n.get());
-    if tracked(level)
+    let (slow, counted) = tracked(level);
+    if (slow || counted)
         && eflags & pg_sys::EXEC_FLAG_EXPLAIN_ONLY as i32 == 0
         && (level == 0 || !nested_from_tenantguard((*query_desc).sourceText))
     {
@@ -371,6 +455,7 @@ unsafe fn start_statement(query_desc: *mut pg_sys::QueryDesc, eflags: i32) {
             (*query_desc).plannedstmt,
             false,
             level > 0,
+            counted,
         ));
     }
 }
@@ -464,11 +549,19 @@ unsafe fn start_utility(pstmt: *mut pg_sys::PlannedStmt, query_string: *const st
     let utility = (*pstmt).utilityStmt;
     let transaction_control =
         !utility.is_null() && (*utility).type_ == pg_sys::NodeTag::T_TransactionStmt;
+    let (slow, counted) = tracked(level);
     if !transaction_control
-        && tracked(level)
+        && (slow || counted)
         && (level == 0 || !nested_from_tenantguard(query_string))
     {
-        let mut run = begin(pstmt as usize, query_string, pstmt, true, level > 0);
+        let mut run = begin(
+            pstmt as usize,
+            query_string,
+            pstmt,
+            true,
+            level > 0,
+            counted,
+        );
         run.procedure = !utility.is_null()
             && matches!(
                 (*utility).type_,

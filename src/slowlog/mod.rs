@@ -12,6 +12,8 @@ pub mod api;
 pub mod hooks;
 pub mod own;
 pub mod ring;
+pub mod stats;
+pub mod stats_api;
 pub mod worker;
 
 use hooks::*;

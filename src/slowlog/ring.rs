@@ -207,14 +207,16 @@ pub(crate) unsafe extern "C-unwind" fn shmem_request() {
     request();
 }
 
-/// Asks for the ring's shared memory and its lock: from shmem_request_hook (PostgreSQL 15 and
+/// Asks for the shared memory and the locks of the ring and of the tenant stats table: from shmem_request_hook (PostgreSQL 15 and
 /// later), or from _PG_init while shared_preload_libraries is processed (14, which has no hook).
 ///
 /// # Safety
 /// Only while the postmaster processes shared_preload_libraries.
 pub(crate) unsafe fn request() {
     pg_sys::RequestAddinShmemSpace(ring_size());
-    pg_sys::RequestNamedLWLockTranche(TRANCHE.as_ptr(), 1);
+    pg_sys::RequestAddinShmemSpace(crate::slowlog::stats::table_size());
+    // The ring's lock, then the tenant stats table's.
+    pg_sys::RequestNamedLWLockTranche(TRANCHE.as_ptr(), 2);
 }
 
 #[pg_guard]
@@ -225,14 +227,16 @@ pub(crate) unsafe extern "C-unwind" fn shmem_startup() {
     let init_lock = ptr::addr_of_mut!((*pg_sys::MainLWLockArray.add(21)).lock); // AddinShmemInitLock
     pg_sys::LWLockAcquire(init_lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
     let mut found = false;
+    let locks = pg_sys::GetNamedLWLockTranche(TRANCHE.as_ptr());
     let ring = pg_sys::ShmemInitStruct(SEGMENT.as_ptr(), ring_size(), &mut found) as *mut Ring;
     if !found {
         ptr::write_bytes(ring as *mut u8, 0, ring_size());
-        (*ring).lock = ptr::addr_of_mut!((*pg_sys::GetNamedLWLockTranche(TRANCHE.as_ptr())).lock);
+        (*ring).lock = ptr::addr_of_mut!((*locks).lock);
         (*ring).capacity = gucs::slow_query_max() as u64;
         (*ring).next = 1;
     }
     RING = ring;
+    crate::slowlog::stats::attach(ptr::addr_of_mut!((*locks.add(1)).lock));
     pg_sys::LWLockRelease(init_lock);
 }
 
