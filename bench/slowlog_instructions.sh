@@ -8,7 +8,9 @@
 # 2N; the difference divided by N is the cost of one transaction without start-up and shutdown.
 # Setups, each on a fresh copy of the same data directory:
 #   none      nothing preloaded
-#   tg        tenantguard preloaded, capture on at the default threshold (100 ms: nothing captured)
+#   capture   tenantguard preloaded, slow-query capture on at the default threshold (100 ms: nothing
+#             captured), per-tenant usage off (tenantguard.tenant_stats = off)
+#   tg        tenantguard preloaded with everything on by default: capture and per-tenant usage
 #   tg+qid    the same with compute_query_id = on (tenantguard records the query id when the server
 #             computes one; it does not turn that on by itself)
 #   pgss      pg_stat_statements preloaded (which turns query ids on)
@@ -58,6 +60,7 @@ chown -R postgres "$base"
 
 declare -A opts=(
   [none]="-c shared_preload_libraries="
+  [capture]="-c shared_preload_libraries=tenantguard -c tenantguard.tenant_stats=off"
   [tg]="-c shared_preload_libraries=tenantguard"
   [tg+qid]="-c shared_preload_libraries=tenantguard -c compute_query_id=on"
   [pgss]="-c shared_preload_libraries=pg_stat_statements"
@@ -65,7 +68,7 @@ declare -A opts=(
 results=$base/results.tsv
 : >"$results"
 for w in select tpcb; do
-  for s in none tg tg+qid pgss; do
+  for s in none capture tg tg+qid pgss; do
     for count in "$n" $((2 * n)); do
       echo "== $w $s $count" >&2
       # shellcheck disable=SC2086  # opts are several words
@@ -85,8 +88,13 @@ for line in open(res):
 print(f"instructions per transaction, one backend (callgrind; ({2 * n} - {n} transactions) / {n}):")
 print(f"{'workload':10} {'setup':8} {'instructions':>12} {'over none':>10} {'none/setup':>10}")
 for w in ("select", "tpcb"):
-    per = {s: (ir[(w, s)][2 * n] - ir[(w, s)][n]) / n for s in ("none", "tg", "tg+qid", "pgss")}
+    per = {s: (ir[(w, s)][2 * n] - ir[(w, s)][n]) / n
+           for s in ("none", "capture", "tg", "tg+qid", "pgss")}
+    name = "-S" if w == "select" else "TPC-B"
     for s, v in per.items():
-        name = "-S" if w == "select" else "TPC-B"
         print(f"{name:10} {s:8} {v:12.0f} {v - per['none']:10.0f} {per['none'] / v:10.4f}")
+    extra = per["tg"] - per["capture"]
+    print(f"{name:10} per-tenant usage over capture alone: {extra:.0f} instructions, "
+          f"{100 * extra / per['none']:.2f}% of a {'statement' if w == 'select' else 'transaction'} "
+          f"with nothing preloaded (target for -S: <= 1%)")
 PY
