@@ -796,7 +796,9 @@ REVOKE ALL ON tenantguard._slow_query_log FROM PUBLIC;
 COMMENT ON TABLE tenantguard._slow_query_log IS
   'The rows behind tenantguard.slow_query_log; read them through that view.';
 -- What every role reads, by the rules of slow_queries(): superusers, members of tenantguard_admin
--- and of pg_read_all_stats see every row; anyone else its tenant's rows. Another role's statement
+-- and of pg_read_all_stats see every row; anyone else its tenant's rows (not those of a tenant
+-- id longer than 64 bytes, kept cut and ending in '...', which could be another's first bytes:
+-- src/slowlog/ring.rs, same_tenant). Another role's statement
 -- text and query id are NULL unless the reader is one of the first three (as pg_stat_statements
 -- shows them). One-time filters switch a branch off whole, so a tenant's read stays an index scan
 -- on (tenant_id, started_at); each branch is a security_barrier view of its own (see audit_log).
@@ -812,7 +814,8 @@ SELECT l.started_at, l.duration_ms, l.rows,
        l.database, l.db_user, l.app_user, l.tenant_id, l.status, l.sqlstate, l.epoch, l.seq
   FROM tenantguard._slow_query_log l
  WHERE NOT tenantguard._reads_all_stats()
-   AND l.tenant_id = (SELECT tenantguard.current_tenant());
+   AND l.tenant_id = (SELECT tenantguard.current_tenant())
+   AND right(l.tenant_id, 3) <> '...';
 REVOKE ALL ON tenantguard._slow_query_log_all, tenantguard._slow_query_log_tenant FROM PUBLIC;
 CREATE VIEW tenantguard.slow_query_log WITH (security_barrier = true) AS
 SELECT * FROM tenantguard._slow_query_log_all

@@ -94,3 +94,29 @@ SELECT 1 AS not_counted;
 RESET app.current_tenant_id;
 RESET tenantguard.tenant_stats;
 SELECT count(*) AS counted_while_off FROM tenantguard.tenant_stats() WHERE tenant_id = 'ts-off';
+-- A tenant id longer than 64 bytes is kept cut, ending in '...': no other tenant's id matches it,
+-- not its first 64 bytes (a parent's path-like id) nor the cut form itself; only those who read
+-- all statistics see it. The same for the slow-query ring and log.
+SELECT tenantguard.reset_slow_queries() >= 0 AS ring_reset;
+SET tenantguard.slow_query_ms = 0;
+SET ROLE tg_app;
+SELECT set_config('app.current_tenant_id', 'org/' || repeat('x', 60) || '/child-tenant', false) IS NOT NULL AS long_tenant_set;
+SELECT 'long tenant statement' AS marker;
+RESET ROLE;
+RESET app.current_tenant_id;
+RESET tenantguard.slow_query_ms;
+SELECT tenantguard.flush_slow_queries() >= 1 AS flushed;
+SELECT tenant_id, octet_length(tenant_id) AS kept_bytes, db_user, calls
+  FROM tenantguard.tenant_stats() WHERE tenant_id LIKE 'org/%' ORDER BY db_user;
+\c - tg_other
+SELECT set_config('app.current_tenant_id', left('org/' || repeat('x', 60) || '/child-tenant', 64), false) IS NOT NULL AS first_64_bytes;
+SELECT count(*) AS stats_seen FROM tenantguard.tenant_stats();
+SELECT count(*) AS ring_seen FROM tenantguard.slow_queries;
+SELECT count(*) AS log_seen FROM tenantguard.slow_query_log;
+SELECT set_config('app.current_tenant_id', left('org/' || repeat('x', 60), 61) || '...', false) IS NOT NULL AS cut_form;
+SELECT count(*) AS stats_seen FROM tenantguard.tenant_stats();
+SELECT count(*) AS ring_seen FROM tenantguard.slow_queries;
+SELECT count(*) AS log_seen FROM tenantguard.slow_query_log;
+\c - postgres
+SELECT count(*) > 0 AS admin_sees_ring FROM tenantguard.slow_queries WHERE tenant_id LIKE 'org/%...';
+SELECT count(*) > 0 AS admin_sees_log FROM tenantguard.slow_query_log WHERE tenant_id LIKE 'org/%...';

@@ -5,7 +5,9 @@ use crate::catalog::kept_first;
 use crate::errors::{spi, Error};
 use crate::privileges;
 use crate::session;
-use crate::slowlog::ring::{self, require_preload, snapshot, Copied, STATUS_CANCELLED, STATUS_OK};
+use crate::slowlog::ring::{
+    self, require_preload, same_tenant, snapshot, Copied, STATUS_CANCELLED, STATUS_OK,
+};
 use pgrx::prelude::*;
 use pgrx::spi::OwnedPreparedStatement;
 use pgrx::{PgBuiltInOids, PgOid};
@@ -89,7 +91,7 @@ fn visible() -> Vec<Copied> {
             all || (e.dbid == db
                 && tenant
                     .as_deref()
-                    .is_some_and(|t| t.as_bytes() == &e.tenant[..e.tenant_len as usize]))
+                    .is_some_and(|t| same_tenant(&e.tenant[..e.tenant_len as usize], t)))
         })
         .map(|mut e| {
             if !all && e.userid != me {

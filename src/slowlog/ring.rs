@@ -240,6 +240,11 @@ pub(crate) unsafe extern "C-unwind" fn shmem_startup() {
     pg_sys::LWLockRelease(init_lock);
 }
 
+/// What ends a tenant or user name that was cut to fit NAME_MAX bytes.
+pub(crate) const CUT_MARK: &[u8] = b"...";
+
+/// A tenant or user name as entries keep it: whole when it fits in NAME_MAX bytes, else its first
+/// bytes (on a character boundary) followed by CUT_MARK.
 pub(crate) fn copy_name(src: *const std::ffi::c_char) -> ([u8; NAME_MAX], u16) {
     let mut out = [0u8; NAME_MAX];
     if src.is_null() {
@@ -247,9 +252,22 @@ pub(crate) fn copy_name(src: *const std::ffi::c_char) -> ([u8; NAME_MAX], u16) {
     }
     // SAFETY: a NUL-terminated string from the server.
     let bytes = unsafe { CStr::from_ptr(src) }.to_bytes();
-    let n = clip(bytes, NAME_MAX);
+    if bytes.len() <= NAME_MAX {
+        out[..bytes.len()].copy_from_slice(bytes);
+        return (out, bytes.len() as u16);
+    }
+    let n = clip(bytes, NAME_MAX - CUT_MARK.len());
     out[..n].copy_from_slice(&bytes[..n]);
-    (out, n as u16)
+    out[n..n + CUT_MARK.len()].copy_from_slice(CUT_MARK);
+    (out, (n + CUT_MARK.len()) as u16)
+}
+
+/// Whether an entry's tenant, as kept, is the session's tenant `mine`. A kept name that ends with
+/// CUT_MARK may be the cut of a longer one, which another tenant's id could equal (a parent's
+/// path-like id that is the child's first bytes): it matches nobody, and only those who read all
+/// statistics see such entries.
+pub(crate) fn same_tenant(kept: &[u8], mine: &str) -> bool {
+    !kept.ends_with(CUT_MARK) && kept == mine.as_bytes()
 }
 
 /// The longest prefix of `bytes` of at most `limit` bytes that ends on a character boundary.

@@ -5,7 +5,7 @@
 
 use crate::errors::Error;
 use crate::privileges;
-use crate::slowlog::ring::require_preload;
+use crate::slowlog::ring::{require_preload, same_tenant};
 use crate::slowlog::stats::{self, *};
 use pgrx::prelude::*;
 use std::collections::HashMap;
@@ -28,7 +28,7 @@ fn visible(what: &str) -> Vec<Row> {
             all || (r.key.dbid == db
                 && tenant
                     .as_deref()
-                    .is_some_and(|t| t.as_bytes() == &r.key.tenant[..r.key.tenant_len as usize]))
+                    .is_some_and(|t| same_tenant(&r.key.tenant[..r.key.tenant_len as usize], t)))
         })
         .collect()
 }
