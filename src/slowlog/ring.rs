@@ -1,12 +1,18 @@
 //! The shared-memory ring of slow queries: a fixed number of slots (tenantguard.slow_query_max,
 //! set at server start); entries are numbered, and the number only grows.
 //!
-//! Writers take the ring's LWLock (exclusive) to number an entry and fill its slot. Readers take no
-//! lock: each slot has a change count that a writer makes odd before it writes the slot and even
-//! after, and a reader keeps its copy of a slot only when the count was even and the same before
-//! and after the copy (the protocol of PostgreSQL's backend status array, `st_changecount`). A
-//! reader of the whole ring (up to about 86 MB at the maximum size) therefore never holds writers
-//! up.
+//! Nobody takes a lock to write or read an entry. A writer numbers its entry with an atomic
+//! counter and claims the entry's slot by making the slot's change count odd (compare and swap),
+//! fills it, and makes the count even again. A reader keeps its copy of a slot only when the count
+//! was even and the same before and after the copy (the protocol of PostgreSQL's backend status
+//! array, `st_changecount`). A reader of the whole ring (up to about 86 MB at the maximum size)
+//! therefore never holds writers up, and a writer descheduled while it fills its slot holds up no
+//! other writer (with a lock, every capturing backend queued behind it).
+//!
+//! Writers finish out of order: entry N + 1 may be in its slot while N is still being written. A
+//! copy of the ring (`snapshot`) therefore ends before the first entry that is numbered but not
+//! yet in its slot, so that flush_slow_queries(), which copies the entries numbered after the last
+//! one it stored, never passes one over. The ring's LWLock serialises resets only.
 
 use crate::errors::Error;
 use crate::gucs;
@@ -87,10 +93,13 @@ pub(crate) struct Head {
 
 #[repr(C)]
 pub(crate) struct Ring {
+    /// Taken by resets only.
     pub(crate) lock: *mut pg_sys::LWLock,
     pub(crate) capacity: u64,
     /// The next entry's sequence number; only grows, across resets.
     pub(crate) next: u64,
+    /// Entries numbered below this were emptied by a reset.
+    pub(crate) reset_below: u64,
 }
 
 pub(crate) static mut RING: *mut Ring = ptr::null_mut();
@@ -131,6 +140,15 @@ unsafe fn next<'a>(ring: *mut Ring) -> &'a AtomicU64 {
     AtomicU64::from_ptr(ptr::addr_of_mut!((*ring).next))
 }
 
+/// The first entry number a reset has not emptied.
+///
+/// # Safety
+/// `ring` is the attached ring.
+unsafe fn reset_below<'a>(ring: *mut Ring) -> &'a AtomicU64 {
+    // SAFETY: an aligned u64 in shared memory, accessed atomically once the ring is set up.
+    AtomicU64::from_ptr(ptr::addr_of_mut!((*ring).reset_below))
+}
+
 /// A slot's change count.
 ///
 /// # Safety
@@ -140,31 +158,46 @@ unsafe fn changecount<'a>(slot: *mut Entry) -> &'a AtomicU64 {
     AtomicU64::from_ptr(ptr::addr_of_mut!((*slot).head.changecount))
 }
 
-/// Changes a slot as a writer: the count is odd while `change` runs.
+/// Changes a slot as a writer: claims it (its count made odd; another writer holds it only when
+/// the ring came round to the same slot while that one was writing, so waiting is rare and
+/// short), lets `change` run, and makes the count even again.
 ///
 /// # Safety
-/// The caller holds the ring's lock exclusively, and `slot` points into the attached ring.
+/// `slot` points into the attached ring; `change` cannot fail.
 unsafe fn write_slot(slot: *mut Entry, change: impl FnOnce(&mut Entry)) {
     let count = changecount(slot);
-    count.fetch_add(1, Ordering::Relaxed);
+    loop {
+        let c = count.load(Ordering::Relaxed);
+        if c % 2 == 0
+            && count
+                .compare_exchange_weak(c, c + 1, Ordering::SeqCst, Ordering::Relaxed)
+                .is_ok()
+        {
+            break;
+        }
+        std::hint::spin_loop();
+    }
     // The odd count is visible before any of the slot's new bytes.
     fence(Ordering::SeqCst);
     change(&mut *slot);
     // Every new byte is visible before the count is even again.
     fence(Ordering::SeqCst);
-    count.fetch_add(1, Ordering::Relaxed);
+    count.fetch_add(1, Ordering::Release);
 }
 
-/// A consistent copy of a slot without the lock, or None when it is empty or a writer is still
-/// filling it after a few tries. Skipping that slot loses nothing: writers take numbers and write
-/// one at a time under the lock, so the slot being written holds either the newest entry, which
-/// `snapshot` leaves out anyway when it was numbered after the copy began (and else the next copy
-/// takes, no later entry being in this one), or an entry it is overwriting, which the ring loses
-/// whatever the reader does.
+/// What a reader found in a slot.
+enum Read {
+    Empty,
+    /// A writer was filling it every time the reader looked.
+    Busy,
+    Entry(Copied),
+}
+
+/// A consistent copy of a slot without any lock, after a few tries.
 ///
 /// # Safety
 /// `slot` points into the attached ring.
-unsafe fn read_slot(slot: *mut Entry) -> Option<Copied> {
+unsafe fn read_slot(slot: *mut Entry) -> Read {
     let count = changecount(slot);
     let mut query = Vec::new();
     for _ in 0..100 {
@@ -185,12 +218,16 @@ unsafe fn read_slot(slot: *mut Entry) -> Option<Copied> {
             query.set_len(len);
             fence(Ordering::Acquire);
             if count.load(Ordering::Relaxed) == before {
-                return (head.seq != 0).then_some(Copied { head, query });
+                return if head.seq == 0 {
+                    Read::Empty
+                } else {
+                    Read::Entry(Copied { head, query })
+                };
             }
         }
         std::hint::spin_loop();
     }
-    None
+    Read::Busy
 }
 
 pub(crate) fn preloaded() -> bool {
@@ -285,21 +322,23 @@ pub(crate) fn clip(bytes: &[u8], limit: usize) -> usize {
     }
 }
 
-/// Writes the next entry: takes the lock, numbers the entry, and lets `fill` write the slot.
+/// Writes the next entry: numbers it, and lets `fill` write its slot (without any lock, see the
+/// module).
 ///
 /// # Safety
-/// The ring must be attached (`preloaded()`).
+/// The ring must be attached (`preloaded()`); `fill` cannot fail.
 pub(crate) unsafe fn push(fill: impl FnOnce(&mut Entry)) {
     let ring = RING;
-    pg_sys::LWLockAcquire((*ring).lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
-    // Atomic, for the readers that read it without the lock (`snapshot`).
     let seq = next(ring).fetch_add(1, Ordering::SeqCst);
     let slot = slots().add((seq % (*ring).capacity) as usize);
     write_slot(slot, |e| {
-        e.seq = seq;
-        fill(e);
+        // A writer a whole ring ahead (descheduled as this one was) wrote here already: this
+        // entry is overwritten anyway.
+        if e.seq < seq {
+            e.seq = seq;
+            fill(e);
+        }
     });
-    pg_sys::LWLockRelease((*ring).lock);
 }
 
 /// Empties the ring and returns how many entries it held. `next` keeps growing, so that flushed
@@ -310,32 +349,54 @@ pub(crate) unsafe fn push(fill: impl FnOnce(&mut Entry)) {
 pub(crate) unsafe fn clear() -> i64 {
     let ring = RING;
     pg_sys::LWLockAcquire((*ring).lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
+    // Entries numbered from here on are not the reset's: a writer that took a number before it
+    // may still write its slot afterwards, and readers leave such an entry out.
+    let below = next(ring).load(Ordering::SeqCst);
+    reset_below(ring).fetch_max(below, Ordering::SeqCst);
     let mut n = 0;
     for i in 0..(*ring).capacity as usize {
-        let slot = slots().add(i);
-        if (*slot).head.seq != 0 {
-            n += 1;
-            write_slot(slot, |e| e.seq = 0);
-        }
+        write_slot(slots().add(i), |e| {
+            if e.seq != 0 && e.seq < below {
+                n += 1;
+                e.seq = 0;
+            }
+        });
     }
     pg_sys::LWLockRelease((*ring).lock);
     n
 }
 
-/// A copy of the ring's entries, oldest first, read slot by slot without the lock (see the
-/// module): writers are never held up. Only entries numbered before the copy began are kept:
-/// writers may overtake a reader that is descheduled, and a copy holding entry N + 3 (written
-/// ahead of the reader) but not N (written just behind it) would let flush_slow_queries(), which
-/// copies the entries numbered after the last one it stored, pass over N for good. Entries
-/// written meanwhile come with the next copy.
+/// A copy of the ring's entries, oldest first, read slot by slot without any lock (see the
+/// module): writers are never held up. The copy ends before the first entry that was numbered
+/// before the copy began but is not in its slot yet (its writer still at work, or the slot busy
+/// whenever the reader looked), and leaves out everything numbered after the copy began: a copy
+/// holding N + 1 but not N would let flush_slow_queries(), which copies the entries numbered after
+/// the last one it stored, pass over N for good. What is left out comes with the next copy.
 pub(crate) fn snapshot() -> Vec<Copied> {
     // SAFETY: the ring is attached (checked by the callers); each slot is read by read_slot.
     unsafe {
         let ring = RING;
+        let capacity = (*ring).capacity;
         let limit = next(ring).load(Ordering::SeqCst);
-        let mut out: Vec<Copied> = (0..(*ring).capacity as usize)
-            .filter_map(|i| read_slot(slots().add(i)))
-            .filter(|e| e.seq < limit)
+        let below = reset_below(ring).load(Ordering::SeqCst);
+        let mut read: Vec<Read> = (0..capacity as usize)
+            .map(|i| read_slot(slots().add(i)))
+            .collect();
+        // Entries numbered from `lowest` may still be in the ring: each is in its slot, or was
+        // overwritten by a later one, or is still to be written - where the copy ends.
+        let lowest = limit.saturating_sub(capacity).max(below).max(1);
+        let end = (lowest..limit)
+            .find(|&seq| match &read[(seq % capacity) as usize] {
+                Read::Entry(e) => e.seq < seq,
+                Read::Empty | Read::Busy => true,
+            })
+            .unwrap_or(limit);
+        let mut out: Vec<Copied> = read
+            .drain(..)
+            .filter_map(|r| match r {
+                Read::Entry(e) if e.seq >= below && e.seq < end => Some(e),
+                _ => None,
+            })
             .collect();
         out.sort_by_key(|e| e.seq);
         out
