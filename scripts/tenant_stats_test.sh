@@ -128,13 +128,26 @@ check "open session's last answer" "$line" published
 check "open session's calls, seen while it is connected" "$(stat d app calls)" 3
 echo "\\q" >&"${OPEN[1]}"
 wait "$OPEN_PID" 2>/dev/null || true
+# A long transaction publishes every 64 statements: 100 statements into an open transaction,
+# another session sees 64 of them before the commit, and all 101 (with the marker SELECT; BEGIN
+# and COMMIT are not counted) once the session has ended.
+coproc LONG { as app e -At 2>&1; }
+{ echo "BEGIN;"; for i in $(seq 1 100); do echo "SELECT $i AS s \\g /dev/null"; done
+  echo "SELECT 'in transaction';"; } >&"${LONG[1]}"
+read -r -t 20 line <&"${LONG[0]}"
+check "long transaction's marker" "$line" "in transaction"
+check "long transaction's calls before its commit" "$(stat e app calls)" 64
+echo "COMMIT;" >&"${LONG[1]}"; echo "\\q" >&"${LONG[1]}"
+wait "$LONG_PID" 2>/dev/null || true
+settle
+check "long transaction's calls after it" "$(stat e app calls)" 101
 
 echo "== 2. visibility"
 check "tenant b sees only b" "$(as watcher b -At -c "SELECT string_agg(DISTINCT tenant_id, ',') FROM tenantguard.tenant_stats()")" b
 check "no tenant sees nothing" "$(as watcher '' -At -c "SELECT count(*) FROM tenantguard.tenant_stats()")" 0
 check "tenant b's top tenants" "$(as watcher b -At -c "SELECT string_agg(tenant_id, ',') FROM tenantguard.top_tenants(10, 'calls')")" b
 sql -c "GRANT pg_read_all_stats TO watcher"
-check "pg_read_all_stats sees a, b, c, d" "$(as watcher '' -At -c "SELECT string_agg(DISTINCT tenant_id, ',' ORDER BY tenant_id) FROM tenantguard.tenant_stats() WHERE tenant_id IS NOT NULL")" "a,b,c,d"
+check "pg_read_all_stats sees a to e" "$(as watcher '' -At -c "SELECT string_agg(DISTINCT tenant_id, ',' ORDER BY tenant_id) FROM tenantguard.tenant_stats() WHERE tenant_id IS NOT NULL")" "a,b,c,d,e"
 check "top tenant by calls" "$(as watcher '' -At -c "SELECT tenant_id FROM tenantguard.top_tenants(1, 'calls')")" a
 check "top tenant by errors" "$(as watcher '' -At -c "SELECT tenant_id FROM tenantguard.top_tenants(1, 'errors')")" c
 sql -c "REVOKE pg_read_all_stats FROM watcher"
@@ -158,7 +171,7 @@ echo "== 4. persistence"
 snapshot() {
   sql -At -c "SELECT string_agg(format('%s/%s/%s/%s/%s/%s/%s', tenant_id, db_user, calls, rows, errors,
                                        timeouts, total_time_ms), ';' ORDER BY tenant_id, db_user)
-                FROM tenantguard.tenant_stats() WHERE tenant_id IN ('a', 'b', 'c', 'd')"
+                FROM tenantguard.tenant_stats() WHERE tenant_id IN ('a', 'b', 'c', 'd', 'e')"
 }
 before=$(snapshot)
 as_pg "$PGBIN/pg_ctl" -D "$dir/data" -m fast -w restart -l "$dir/server.log" >/dev/null
@@ -171,7 +184,7 @@ sleep 1
 victim=$(sql -At -c "SELECT pid FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(30)'")
 kill -9 "$victim"
 for _ in $(seq 1 100); do sql -At -c "SELECT 1" >/dev/null 2>&1 && break; sleep 0.2; done
-check "counts after a crash" "$(sql -At -c "SELECT count(*) FROM tenantguard.tenant_stats() WHERE tenant_id IN ('a', 'b', 'c', 'd')")" 0
+check "counts after a crash" "$(sql -At -c "SELECT count(*) FROM tenantguard.tenant_stats() WHERE tenant_id IN ('a', 'b', 'c', 'd', 'e')")" 0
 
 echo "== 5. postgres_exporter with docs/prometheus/tenantguard-queries.yaml"
 [ -x "$exporter" ] || fail "no $exporter (scripts/setup.sh unpacks it)"

@@ -3,18 +3,19 @@
 //!
 //! The hooks count into a small table of this backend's own (`count`, no lock, no allocation once
 //! the key is known); the backend adds it to the shared table at the end of a transaction once it
-//! holds 64 statements, 16 keys, or statements begun a second or more after the last publish, and
-//! when it exits (`maybe_publish`, `publish`). Publishing takes the table's LWLock shared and adds
-//! with atomic instructions; only a key the table lacks takes it exclusively, and when the table is
-//! full that evicts the least-called twentieth first, as pg_stat_statements evicts its least used.
+//! holds 16 keys or statements begun a second or more after the last publish, after every 64th
+//! statement (inside a long transaction too), and when it exits (`maybe_publish`, `publish`).
+//! Publishing takes the table's LWLock shared and adds with atomic instructions; only a key the
+//! table lacks takes it exclusively, and when the table is full that evicts the least-called
+//! twentieth first, as pg_stat_statements evicts its least used.
 //!
 //! The postmaster writes the table to `pg_stat/tenantguard_tenant_stats.stat` when it exits, and
 //! the next start reads and deletes the file; a crash (the server reinitialising shared memory)
 //! loses the counts, as it loses pg_stat_statements'.
 //!
-//! Publishing runs in transaction callbacks, outside pgrx's error boundary, and raises nothing:
-//! the LWLock calls cannot fail here (a backend holds at most this one), and the table is
-//! fixed-size memory.
+//! Publishing runs in the hooks and transaction callbacks, outside pgrx's error boundary, and
+//! raises nothing: the LWLock calls cannot fail here (a backend holds at most this one), and the
+//! table is fixed-size memory.
 
 use crate::gucs;
 use crate::pg::raw;
@@ -325,11 +326,18 @@ pub(crate) fn count(
         true
     });
     if counted {
-        PENDING_STATEMENTS.with(|n| n.set(n.get() + 1));
+        let held = PENDING_STATEMENTS.with(|n| {
+            n.set(n.get() + 1);
+            n.get()
+        });
         LAST_COUNTED.with(|t| t.set(started_at));
         if !EXIT_HOOKED.with(|h| h.replace(true)) {
             // SAFETY: registers a callback for this backend's exit; called once.
             unsafe { hook_exit() };
+        }
+        // A long transaction (a batch of statements, a procedure) publishes as it goes.
+        if held >= PUBLISH_STATEMENTS {
+            publish();
         }
     }
 }
