@@ -89,6 +89,8 @@ SELECT op, record_key, changed_columns, old_values ->> 'name' AS old_name,
 \echo '== a slow query (over tenantguard.slow_query_ms = 100) is recorded with its tenant'
 SELECT pg_sleep(0.15) AS slow;
 SELECT tenant_id, app_user, round(duration_ms) AS ms, status, query FROM tenantguard.slow_queries;
+\echo '== per-tenant usage: every statement counted for its tenant; Acme sees its own row'
+SELECT tenant_id, db_user, calls, rows, errors FROM tenantguard.tenant_stats();
 SQL
 
 psql_as postgres <<'SQL'

@@ -190,16 +190,7 @@ fn top_tenants(
             r.key.tenant[..r.key.tenant_len as usize].to_vec(),
         );
         let s = sums.entry(key).or_insert([0; COUNTERS]);
-        for i in [
-            CALLS,
-            TOTAL_US,
-            ROWS,
-            BLKS_HIT,
-            BLKS_READ,
-            TEMP_WRITTEN,
-            ERRORS,
-            TIMEOUTS,
-        ] {
+        for i in SUMMED {
             s[i] += r.counts[i];
         }
         s[MAX_US] = s[MAX_US].max(r.counts[MAX_US]);
