@@ -12,6 +12,7 @@ pub mod api;
 pub mod hooks;
 pub mod own;
 pub mod ring;
+pub mod shmem;
 pub mod stats;
 pub mod stats_api;
 pub mod worker;
@@ -19,9 +20,10 @@ pub mod worker;
 use hooks::*;
 use pgrx::bgworkers::BackgroundWorkerBuilder;
 use pgrx::prelude::*;
+use ring::PRELOADED;
 #[cfg(not(feature = "pg14"))]
-use ring::{shmem_request, PREV_SHMEM_REQUEST};
-use ring::{shmem_startup, PRELOADED, PREV_SHMEM_STARTUP};
+use shmem::{shmem_request, PREV_SHMEM_REQUEST};
+use shmem::{shmem_startup, PREV_SHMEM_STARTUP};
 use std::ptr;
 use std::time::Duration;
 
@@ -44,7 +46,7 @@ pub fn init() {
             pg_sys::shmem_request_hook = Some(shmem_request);
         }
         #[cfg(feature = "pg14")]
-        ring::request();
+        shmem::request();
         PREV_SHMEM_STARTUP = pg_sys::shmem_startup_hook;
         pg_sys::shmem_startup_hook = Some(shmem_startup);
         PREV_EXECUTOR_START = pg_sys::ExecutorStart_hook;

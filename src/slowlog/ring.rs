@@ -106,13 +106,6 @@ pub(crate) static mut RING: *mut Ring = ptr::null_mut();
 
 pub(crate) static mut PRELOADED: bool = false;
 
-#[cfg(not(feature = "pg14"))]
-pub(crate) static mut PREV_SHMEM_REQUEST: pg_sys::shmem_request_hook_type = None;
-
-pub(crate) static mut PREV_SHMEM_STARTUP: pg_sys::shmem_startup_hook_type = None;
-
-pub(crate) const TRANCHE: &CStr = c"tenantguard";
-
 pub(crate) const SEGMENT: &CStr = c"tenantguard slow query ring";
 
 pub(crate) fn entry_size() -> usize {
@@ -237,46 +230,21 @@ pub(crate) fn preloaded() -> bool {
     unsafe { PRELOADED && !RING.is_null() }
 }
 
-#[cfg(not(feature = "pg14"))]
-#[pg_guard]
-pub(crate) unsafe extern "C-unwind" fn shmem_request() {
-    if let Some(prev) = PREV_SHMEM_REQUEST {
-        prev();
-    }
-    request();
-}
-
-/// Asks for the shared memory and the locks of the ring and of the tenant stats table: from shmem_request_hook (PostgreSQL 15 and
-/// later), or from _PG_init while shared_preload_libraries is processed (14, which has no hook).
+/// Creates or attaches the ring, with `lock` as its reset lock. Called from shmem_startup, with
+/// AddinShmemInitLock held.
 ///
 /// # Safety
-/// Only while the postmaster processes shared_preload_libraries.
-pub(crate) unsafe fn request() {
-    pg_sys::RequestAddinShmemSpace(ring_size());
-    pg_sys::RequestAddinShmemSpace(crate::slowlog::stats::table_size());
-    // The ring's lock, then the tenant stats table's.
-    pg_sys::RequestNamedLWLockTranche(TRANCHE.as_ptr(), 2);
-}
-
-#[pg_guard]
-pub(crate) unsafe extern "C-unwind" fn shmem_startup() {
-    if let Some(prev) = PREV_SHMEM_STARTUP {
-        prev();
-    }
-    let init_lock = ptr::addr_of_mut!((*pg_sys::MainLWLockArray.add(21)).lock); // AddinShmemInitLock
-    pg_sys::LWLockAcquire(init_lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
+/// Only from shmem_startup_hook.
+pub(crate) unsafe fn attach(lock: *mut pg_sys::LWLock) {
     let mut found = false;
-    let locks = pg_sys::GetNamedLWLockTranche(TRANCHE.as_ptr());
     let ring = pg_sys::ShmemInitStruct(SEGMENT.as_ptr(), ring_size(), &mut found) as *mut Ring;
     if !found {
         ptr::write_bytes(ring as *mut u8, 0, ring_size());
-        (*ring).lock = ptr::addr_of_mut!((*locks).lock);
+        (*ring).lock = lock;
         (*ring).capacity = gucs::slow_query_max() as u64;
         (*ring).next = 1;
     }
     RING = ring;
-    crate::slowlog::stats::attach(ptr::addr_of_mut!((*locks.add(1)).lock));
-    pg_sys::LWLockRelease(init_lock);
 }
 
 /// What ends a tenant or user name that was cut to fit NAME_MAX bytes.
