@@ -121,24 +121,31 @@ check "tenant a shared blocks touched" "$(sql -At -c "SELECT shared_blks_hit + s
 
 # A session that stays open publishes as it goes: after a statement begun a second after the last
 # publish, another session sees its counts while it is still connected.
+# (bash unsets a coprocess's variables once it has exited: its pipes and pid are kept in our own.)
 coproc OPEN { as app d -At 2>&1; }
-echo "SELECT 1; SELECT pg_sleep(1.1); SELECT 'published';" >&"${OPEN[1]}"
-read -r -t 10 line <&"${OPEN[0]}"; read -r -t 10 line <&"${OPEN[0]}"; read -r -t 10 line <&"${OPEN[0]}"
+open_pid=$OPEN_PID
+exec {open_in}>&"${OPEN[1]}" {open_out}<&"${OPEN[0]}"
+echo "SELECT 1; SELECT pg_sleep(1.1); SELECT 'published';" >&"$open_in"
+read -r -t 10 line <&"$open_out"; read -r -t 10 line <&"$open_out"; read -r -t 10 line <&"$open_out"
 check "open session's last answer" "$line" published
 check "open session's calls, seen while it is connected" "$(stat d app calls)" 3
-echo "\\q" >&"${OPEN[1]}"
-wait "$OPEN_PID" 2>/dev/null || true
+echo "\\q" >&"$open_in"
+exec {open_in}>&- {open_out}<&-
+wait "$open_pid" 2>/dev/null || true
 # A long transaction publishes every 64 statements: 100 statements into an open transaction,
 # another session sees 64 of them before the commit, and all 101 (with the marker SELECT; BEGIN
 # and COMMIT are not counted) once the session has ended.
 coproc LONG { as app e -At 2>&1; }
+long_pid=$LONG_PID
+exec {long_in}>&"${LONG[1]}" {long_out}<&"${LONG[0]}"
 { echo "BEGIN;"; for i in $(seq 1 100); do echo "SELECT $i AS s \\g /dev/null"; done
-  echo "SELECT 'in transaction';"; } >&"${LONG[1]}"
-read -r -t 20 line <&"${LONG[0]}"
+  echo "SELECT 'in transaction';"; } >&"$long_in"
+read -r -t 20 line <&"$long_out"
 check "long transaction's marker" "$line" "in transaction"
 check "long transaction's calls before its commit" "$(stat e app calls)" 64
-echo "COMMIT;" >&"${LONG[1]}"; echo "\\q" >&"${LONG[1]}"
-wait "$LONG_PID" 2>/dev/null || true
+printf 'COMMIT;\n\\q\n' >&"$long_in"
+exec {long_in}>&- {long_out}<&-
+wait "$long_pid" 2>/dev/null || true
 settle
 check "long transaction's calls after it" "$(stat e app calls)" 101
 
